@@ -120,6 +120,13 @@ def _detect(model: nn.Module) -> list[MLPSite]:
     walk(model, '')
     return sites
 
+def _check_model(model, caller: str) -> None:
+    if isinstance(model, nn.Module): return
+    hint = (" (a state dict?): build the model and load the weights into it first, e.g. "
+            "model.load_state_dict(state_dict), then pass the model" if isinstance(model, Mapping) else
+            ": pass the nn.Module that holds the MLP blocks")
+    raise TypeError(f"{caller} needs the model as an nn.Module, got {type(model).__name__}{hint}.")
+
 def _check_kinds(kinds) -> tuple[str, ...]:
     if kinds is None: return DEFAULT_KINDS
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
@@ -130,6 +137,7 @@ def _check_kinds(kinds) -> tuple[str, ...]:
 
 def find_mlp_sites(model: nn.Module, kinds: Optional[Iterable[str]] = None) -> list[MLPSite]:
     "Every whole-MLP site of `model` (in module order) whose kind is in `kinds` (default: all but 'mixer_token')."
+    _check_model(model, 'find_mlp_sites')
     kinds = _check_kinds(kinds)
     found = _detect(model)
     sites = [s for s in found if s.kind in kinds]
@@ -146,6 +154,7 @@ def _close(name: str, names: list[str]) -> str:
 
 def get_site(model: nn.Module, name: str) -> MLPSite:
     "The detected site called `name` (any kind, 'mixer_token' included)."
+    _check_model(model, 'get_site')
     sites = _detect(model)
     for s in sites:
         if s.name == name: return s
@@ -158,6 +167,7 @@ def get_site(model: nn.Module, name: str) -> MLPSite:
 # %% ../nbs/02_adapt.ipynb #8778771a
 def site_from_path(model: nn.Module, path: str) -> MLPSite:
     "A site (kind 'module') for the sub-module at `path`, which must map [..., d_in] -> [..., d_out] tensors."
+    _check_model(model, 'site_from_path')
     names = [n for n, _ in model.named_modules() if n]
     try: module = model.get_submodule(path) if path else None
     except AttributeError: module = None
@@ -249,6 +259,7 @@ class SwapHandle:
 
 def swap_sites(model: nn.Module, mapping: Mapping[Union[str, MLPSite], nn.Module]) -> SwapHandle:
     "Replace each site in `mapping` (name or MLPSite -> replacement module) in place; `.restore()` undoes it."
+    _check_model(model, 'swap')
     plans, sites = [], {}
     for key, replacement in mapping.items():
         site = _resolve(model, key)

@@ -322,10 +322,19 @@ def _to_result(estimator, x: Tensor, method: str, keep_labels: bool, device) -> 
     return KMeansResult(centres, labels.to(device) if keep_labels else None, float(estimator.inertia_),
                         int(estimator.n_iter_), method, torch.bincount(labels, minlength=centres.shape[0]).to(device))
 
+def _sklearn_cluster(method: str):
+    "`sklearn.cluster`, imported on first use so that the torch and online routes work without scikit-learn."
+    try: import sklearn.cluster
+    except ImportError as error:
+        raise ImportError(f"kmeans(method={method!r}) needs scikit-learn, which cannot be imported ({error}): "
+                          f"pip install scikit-learn, or use method='torch' (exact, no extra dependency) or "
+                          f"method='online'.") from None
+    return sklearn.cluster
+
 def _sklearn_kmeans(x: Tensor, k: int, seed: int = 0, n_init: int = 1, max_iter: int = 300, tol: float = 1e-4,
                     keep_labels: bool = True, device=None) -> KMeansResult:
     "scikit-learn `KMeans` (k-means++ init) on `x` `[n, d]`."
-    from sklearn.cluster import KMeans
+    KMeans = _sklearn_cluster('sklearn').KMeans
     _validate_samples(x, k)
     estimator = KMeans(n_clusters=k, init='k-means++', n_init=n_init, max_iter=max_iter, tol=tol, random_state=seed)
     estimator.fit(x.cpu().numpy())
@@ -335,7 +344,7 @@ def _minibatch_kmeans(x: Tensor, k: int, seed: int = 0, batch_size: int = 1024, 
                       max_iter: int = 100, max_no_improvement: Optional[int] = 10, reassignment_ratio: float = 0.01,
                       keep_labels: bool = True, device=None) -> KMeansResult:
     "scikit-learn `MiniBatchKMeans` (k-means++ init) on `x` `[n, d]`; labels and inertia on all of `x`."
-    from sklearn.cluster import MiniBatchKMeans
+    MiniBatchKMeans = _sklearn_cluster('minibatch').MiniBatchKMeans
     _validate_samples(x, k)
     estimator = MiniBatchKMeans(n_clusters=k, init='k-means++', batch_size=batch_size, n_init=n_init,
                                 max_iter=max_iter, max_no_improvement=max_no_improvement,

@@ -49,6 +49,18 @@ def _shard_problem(out_dir: Path, shard: dict) -> Optional[str]:
     return None
 
 # %% ../nbs/04_collect.ipynb #8e58b617
+def _read_manifest(path: Path, unreadable_ok: bool = False) -> Optional[dict]:
+    "The manifest at `path`; a truncated or corrupted one raises naming the way out (or gives None if `unreadable_ok`)."
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict): raise ValueError(f"it holds a JSON {type(manifest).__name__}, not an object")
+        return manifest
+    except ValueError as error:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        if unreadable_ok: return None
+        raise ValueError(f"{path} is not a readable collection manifest ({error}): it is truncated or corrupted. "
+                         f"Collect again with collect(..., overwrite=True) into this out_dir, or into a new "
+                         f"out_dir.") from None
+
 class Collection:
     "A finished (or partial) collection on disk: per-site inputs/outputs, validated against the manifest."
     def __init__(self, out_dir: Union[str, Path]):
@@ -57,7 +69,7 @@ class Collection:
         if not path.exists():
             raise FileNotFoundError(f"No {MANIFEST} in {self.dir}: not a collection. Create one with "
                                     f"collect(model, sites, loader, {str(self.dir)!r}).")
-        self.manifest = json.loads(path.read_text())
+        self.manifest = _read_manifest(path)
         if self.manifest.get('format') != FORMAT:
             raise ValueError(f"{path} has format {self.manifest.get('format')!r}, expected {FORMAT!r}: it was not "
                              f"written by this version of taylormlp.collect; collect again into a new out_dir.")
@@ -290,8 +302,14 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 def _prepare(out_dir: Path, config: dict, sites: list[MLPSite], overwrite: bool) -> dict:
     "The manifest to continue from: a fresh one, or the existing one with bad shards dropped."
     path = out_dir / MANIFEST
+    taken, entries = set(), {}
+    for s in sites:
+        entries[s.name] = dict(kind=s.kind, d_in=s.d_in, d_out=s.d_out, folder=_site_folder(s.name, taken),
+                               done=False, shards=[])
     if path.exists():
-        old = json.loads(path.read_text())
+        old = _read_manifest(path, unreadable_ok=overwrite)
+        if old is None:   # unreadable, and overwrite=True: the old folders are unknown, so clear the ones we write
+            old = dict(sites=entries)
         if old.get('format') == FORMAT and old.get('config') == config: return _clean_for_resume(out_dir, old)
         if not overwrite:
             diff = sorted(k for k in set(config) | set(old.get('config', {}))
@@ -301,10 +319,6 @@ def _prepare(out_dir: Path, config: dict, sites: list[MLPSite], overwrite: bool)
                              f"new out_dir, or overwrite=True to delete that collection and start again.")
         for info in old.get('sites', {}).values(): shutil.rmtree(out_dir / info['folder'], ignore_errors=True)
         path.unlink()
-    taken, entries = set(), {}
-    for s in sites:
-        entries[s.name] = dict(kind=s.kind, d_in=s.d_in, d_out=s.d_out, folder=_site_folder(s.name, taken),
-                               done=False, shards=[])
     return dict(format=FORMAT, version=taylormlp.__version__, config=config, sites=entries, batches_done=0,
                 complete=False, stopped_by=None, first_batch_sha256=None)
 
@@ -362,6 +376,9 @@ def collect(model: nn.Module, sites: Union[None, str, MLPSite, Sequence[Union[st
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype={dtype!r}: pass a floating point torch dtype, e.g. torch.float32.")
     device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was requested but torch.cuda.is_available() is False: pass "
+                         f"device='cpu' (with the model on the CPU), or run on a machine with a working CUDA GPU.")
     param = next(model.parameters(), None)
     if param is not None and not _same_device(param.device, device):
         raise ValueError(f"The model is on {param.device} but device={str(device)!r}: move it with model.to("

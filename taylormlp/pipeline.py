@@ -14,14 +14,16 @@ from torch import nn, Tensor
 
 from .taylor import TaylorMLP, multiply_adds, dense_multiply_adds, format_bytes, storage_report
 from .validate import (error_summary, fit_controls, error_vs_distance, save_results, load_results,
-                                plot_error_vs_distance, relative_errors, block_outputs, agreement, spearman_rho)
+                                plot_error_vs_distance, relative_errors, block_outputs, agreement, spearman_rho,
+                                cost_table)
 
 # %% auto #0
 __all__ = ['STAGES', 'NOTEBOOKS', 'TASKS', 'STAGE_FUNCTIONS', 'task_for', 'RunConfig', 'load_data', 'load_run_model', 'site_root',
            'select_sites', 'stage_data', 'stage_adapt', 'task_metric', 'stage_weights', 'stage_collect', 'site_inputs',
            'stage_cluster', 'centres_path', 'load_centres', 'fit_site_models', 'stage_validate', 'run_stages',
-           'discover_runs', 'explorer', 'config_from_namespace', 'nbs_dir', 'run_notebooks', 'summary_table', 'main',
-           'plot_class_counts', 'plot_site_macs', 'plot_input_norms', 'plot_inertia', 'plot_validation']
+           'discover_runs', 'explorer', 'config_from_namespace', 'nbs_dir', 'run_notebooks', 'cost_summary',
+           'summary_table', 'main', 'plot_class_counts', 'plot_site_macs', 'plot_input_norms', 'plot_inertia',
+           'plot_validation']
 
 # %% ../nbs/07_pipeline.ipynb #674c5c3e
 STAGES = ('data', 'adapt', 'weights', 'collect', 'cluster', 'validate')
@@ -130,10 +132,8 @@ def load_data(cfg: RunConfig, split: str):
 def load_run_model(cfg: RunConfig, pretrained: bool = True) -> nn.Module:
     "The run's model with its weights (trained and cached, or loaded), in eval mode on `cfg.device`."
     from taylormlp.weights import load_model
-    kw = {} if cfg.epochs is None else dict(epochs=cfg.epochs)
-    try: m = load_model(cfg.model, pretrained=pretrained, device=cfg.device, **kw)
-    except TypeError: m = load_model(cfg.model, pretrained=pretrained, device=cfg.device)
-    return m.eval()
+    kw = {} if cfg.epochs is None else dict(epochs=cfg.epochs)   # a training recipe option (embedded models)
+    return load_model(cfg.model, pretrained=pretrained, device=cfg.device, **kw).eval()
 
 def site_root(model: nn.Module) -> nn.Module:
     "The module whose sub-modules hold the MLP sites (a sentence encoder's BERT, otherwise the model)."
@@ -288,7 +288,10 @@ def load_centres(cfg: RunConfig, site: str, k: int) -> Tensor:
     p = centres_path(cfg, site, k)
     if not p.exists(): raise FileNotFoundError(f"No centres for site {site} at k={k} ({p}): run stage 5 (cluster) with "
                                                f"k={k} in ks first.")
-    return load_file(str(p))['centres']
+    try: return load_file(str(p))['centres']
+    except Exception as e:
+        raise ValueError(f"The centres file {p} is truncated or corrupted ({type(e).__name__}: {e}): delete it and rerun "
+                         f"stage 5 (cluster) with stage_cluster(cfg, force=True).") from None
 
 # %% ../nbs/07_pipeline.ipynb #7f7ffed6
 def fit_site_models(cfg: RunConfig, site_fn: nn.Module, site: str, k: int) -> dict[str, TaylorMLP]:
@@ -311,7 +314,7 @@ def stage_validate(cfg: RunConfig, force: bool = False) -> dict:
         sites = {s.name: s for s in select_sites(model, cfg.sites)}
         stage_cluster(cfg)
         dense = task_metric(model, cfg)
-        token_rows, task_rows, chosen = [], [], {}
+        token_rows, task_rows, cost_rows, chosen = [], [], [], {}
         for name, s in sites.items():
             x_eval = site_inputs(cfg, name, cfg.eval_split)
             controls = fit_controls(s.function, site_inputs(cfg, name).to(cfg.device), seed=cfg.seed)
@@ -321,6 +324,9 @@ def stage_validate(cfg: RunConfig, force: bool = False) -> dict:
                     token_rows.append({**r, 'site': name})
                 if k == cfg.k:
                     chosen[name] = models
+                    cost_rows += [{**r, 'site': name} for r in cost_table(
+                        s.function, {n: m for n, m in models.items() if n.startswith(('taylor', 'lstsq'))},
+                        x_eval.to(cfg.device), batch_sizes=(1, min(1024, x_eval.shape[0])), min_run_time=0.1)]
                     for n, m in models.items():
                         m.save(cfg.path / 'expansions' / name / f'{n}.safetensors')
         for name, models in chosen.items():       # one site at a time
@@ -333,7 +339,7 @@ def stage_validate(cfg: RunConfig, force: bool = False) -> dict:
                 with swapped(site_root(model), reps):
                     task_rows.append(_task_row(cfg, model, dense, n, next(iter(reps.values())), scope='all'))
         return dict(metric=cfg.metric, dense=dense[cfg.metric], token_errors=token_rows, task=task_rows,
-                    sites=list(sites), k=cfg.k)
+                    cost=cost_rows, threads=torch.get_num_threads(), sites=list(sites), k=cfg.k)
     return _stage(cfg, 'validate', compute, force)
 
 def _task_row(cfg, model, dense, name, m, scope):
@@ -450,11 +456,15 @@ def _parse_value(v: str):
 def run_notebooks(stages: Sequence[str], params: dict, out_dir, timeout: int = 3600, kernel: str = 'python3',
                   log=print) -> list[Path]:
     "Execute stage notebooks with papermill; raises RuntimeError naming the failed stage."
-    import papermill as pm
+    try: import papermill as pm
+    except ImportError as e:
+        raise ImportError(f"taylormlp run executes the stage notebooks with papermill, which cannot be imported ({e}): "
+                          f"pip install papermill, or run the stages in process with "
+                          f"taylormlp.pipeline.run_stages(RunConfig(...)).") from None
     out_dir = Path(out_dir).resolve()
-    (out_dir / 'notebooks').mkdir(parents=True, exist_ok=True)
     params = {**params, 'out_dir': str(out_dir), 'interactive': False}
     RunConfig.from_params(**{n: v for n, v in params.items() if n != 'interactive'})   # refuse bad parameters early
+    (out_dir / 'notebooks').mkdir(parents=True, exist_ok=True)
     src, done = nbs_dir(), []
     for i, stage in enumerate(stages, 1):
         nb_in, nb_out = src / NOTEBOOKS[stage], out_dir / 'notebooks' / NOTEBOOKS[stage]
@@ -470,6 +480,16 @@ def run_notebooks(stages: Sequence[str], params: dict, out_dir, timeout: int = 3
         log(f"      done in {time.perf_counter() - t0:.0f} s")
         done.append(nb_out)
     return done
+
+def cost_summary(out_dir) -> str:
+    "A text table of counted multiply-adds and measured latency per method (first site) from validate.json."
+    r = load_results(Path(out_dir) / 'validate.json')
+    site = r['sites'][0]
+    lines = [f"site {site}, {r.get('threads', '?')} threads: counted MACs/token and median latency per call",
+             f"{'method':18s} {'batch':>6s} {'MACs/token':>11s} {'latency':>11s} {'speed-up':>9s}"]
+    for c in (c for c in r.get('cost', []) if c['site'] == site):
+        lines.append(f"{c['name']:18s} {c['batch']:6d} {c['macs']:11.0f} {c['seconds'] * 1e6:9.0f}us {c['speedup']:9.2f}")
+    return '\n'.join(lines)
 
 def summary_table(out_dir) -> str:
     "A text table of the task results of a finished run (validate.json)."
@@ -522,7 +542,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if (out / 'validate.json').exists():
                 print(f"Results: {(out / 'validate.json').resolve()}\n")
                 print(summary_table(out))
-    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as e:
+    except (ValueError, RuntimeError, FileNotFoundError, KeyError, ImportError, TypeError) as e:
         print(f"taylormlp: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -16,9 +16,9 @@ from torch.func import jacrev, jacfwd, jvp, vmap
 
 # %% auto #0
 __all__ = ['LinearActLinear', 'is_elementwise', 'activation_derivatives', 'format_bytes', 'available_memory', 'memory_budget',
-           'MemoryBudgetError', 'check_memory', 'Expansion', 'eval_mode', 'jacobians', 'hessian_diagonals',
-           'full_hessians', 'expansion_nbytes', 'expand', 'assign', 'TaylorMLP', 'read_metadata', 'storage_report',
-           'dense_multiply_adds', 'multiply_adds']
+           'MemoryBudgetError', 'check_memory', 'Expansion', 'eval_mode', 'jacobians', 'is_piecewise_linear',
+           'hessian_diagonals', 'full_hessians', 'expansion_nbytes', 'expand', 'assign', 'TaylorMLP', 'read_metadata',
+           'storage_report', 'dense_multiply_adds', 'multiply_adds']
 
 # %% ../nbs/00_taylor.ipynb #f0224ae4
 class LinearActLinear(nn.Module):
@@ -132,13 +132,16 @@ class Expansion:
     def to(self, *args, **kwargs) -> 'Expansion':
         return Expansion(**{n: t.to(*args, **kwargs) for n, t in self.tensors().items()})
 
-    def __call__(self, x: Tensor, index: Tensor) -> Tensor:
-        "Evaluate the expansion of point `index[n]` at `x[n]` (reference implementation, gathers per token)."
-        y = self.values[index]
-        if self.order >= 1:
-            u = x - self.centres[index]
-            y = y + torch.einsum('noi,ni->no', self.jacobians[index], u)
-            if self.order == 2: y = y + 0.5 * torch.einsum('noi,ni->no', self.hessian_diags[index], u * u)
+    def __call__(self, x: Tensor, index: Tensor, chunk_bytes: int = 2**26) -> Tensor:
+        "Evaluate the expansion of point `index[n]` at `x[n]` (the reference: gathers per token, in bounded chunks)."
+        if self.order == 0: return self.values[index]
+        step = max(1, chunk_bytes // (self.d_out * self.d_in * self.values.element_size()))
+        return torch.cat([self._gathered(x[s:s + step], index[s:s + step]) for s in range(0, x.shape[0], step)])
+
+    def _gathered(self, x: Tensor, index: Tensor) -> Tensor:
+        u = x - self.centres[index]
+        y = self.values[index] + torch.einsum('noi,ni->no', self.jacobians[index], u)
+        if self.order == 2: y = y + 0.5 * torch.einsum('noi,ni->no', self.hessian_diags[index], u * u)
         return y
 
 # %% ../nbs/00_taylor.ipynb #057978e4
@@ -162,9 +165,11 @@ def _params(fn) -> list[Tensor]:
 def _probe_d_out(fn, centres: Tensor) -> int:
     try:
         with torch.no_grad(): out = fn(centres[:1])
-    except RuntimeError as e:
-        raise ValueError(f"The block could not be evaluated on inputs of width {centres.shape[1]} ({e}); the centres "
-                         f"must have the block's input width d_in.") from None
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"The block could not be evaluated on inputs of width {centres.shape[1]} ({type(e).__name__}: "
+                         f"{e}); the centres must have the block's input width d_in, and expand / TaylorMLP.fit need a "
+                         f"function of that input alone: pass the MLP itself (e.g. `site.function` from taylormlp.adapt), "
+                         f"or wrap the block in an nn.Module whose forward(x) supplies its other arguments.") from None
     if not isinstance(out, Tensor):
         raise TypeError(f"The block returned {type(out).__name__}, not a Tensor: pass the MLP function itself "
                         f"(e.g. `site.function` from taylormlp.adapt), not a layer that returns tuples or dicts.")
@@ -182,7 +187,13 @@ def _hidden_width(fn, d_in: int, d_out: int) -> int:
     return max(d_in + d_out, n // max(d_in + d_out, 1) * 2)
 
 # %% ../nbs/00_taylor.ipynb #f8b546cf
+def _check_callable(fn):
+    if not callable(fn):
+        raise TypeError(f"expand got a {type(fn).__name__}, which is not a callable block: pass the MLP function F "
+                        f"(for an MLPSite from taylormlp.adapt, site.function).")
+
 def _check_centres(fn, centres: Tensor) -> Tensor:
+    _check_callable(fn)
     if not isinstance(centres, Tensor): centres = torch.as_tensor(centres)
     if centres.dim() != 2 or centres.shape[0] == 0:
         raise ValueError(f"centres must be a non-empty [k, d_in] tensor, got shape {list(centres.shape)}.")
@@ -214,11 +225,21 @@ def jacobians(fn: Callable, centres: Tensor, mode: str = 'auto', chunk_size: Opt
         m = chunk_size or _chunk_size(per, k, chunk_bytes)
         return torch.cat([vmap(jac)(centres[i:i + m]).detach() for i in range(0, k, m)])
 
+_PIECEWISE_LINEAR = (nn.Linear, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Flatten,
+                     nn.Sequential)
+
+def is_piecewise_linear(fn) -> bool:
+    "True for modules built only from Linear layers and piecewise-linear activations (their Hessian is 0 a.e.)."
+    return isinstance(fn, nn.Module) and all(isinstance(m, _PIECEWISE_LINEAR) for m in fn.modules())
+
 def hessian_diagonals(fn: Callable, centres: Tensor, chunk_size: Optional[int] = None,
                       chunk_bytes: int = 2**28) -> Tensor:
     "Diagonal Hessians `[k, d_out, d_in]`: entry `[j, o, i]` is d²F_o/dx_i² at centre j (forward-over-forward)."
     centres = _check_centres(fn, centres)
     k, d_in = centres.shape
+    if is_piecewise_linear(fn):     # ReLU heads: exactly zero almost everywhere, no d_in passes needed
+        with eval_mode(fn): d_out = _probe_d_out(fn, centres)
+        return centres.new_zeros(k, d_out, d_in)
     f = _vector_function(fn)
     basis = torch.eye(d_in, dtype=centres.dtype, device=centres.device)
     def second_derivatives(c):   # [d_in, d_out]: row i is d²F/dt² along e_i
@@ -460,7 +481,7 @@ class TaylorMLP(nn.Module):
 # %% ../nbs/00_taylor.ipynb #b79e47b0
 @torch.no_grad()
 def _taylor_forward(self: TaylorMLP, x: Tensor, return_assignment: bool = False, check_finite: bool = True):
-    if not isinstance(x, Tensor): raise TypeError(f"TaylorMLP takes a Tensor, got {type(x).__name__}.")
+    if not isinstance(x, Tensor): raise TypeError(f"TaylorMLP takes a Tensor, got {type(x).__name__}: convert with torch.as_tensor(x).")
     if x.dim() == 0 or x.shape[-1] != self.d_in:
         raise ValueError(f"TaylorMLP expects inputs [..., {self.d_in}] but got shape {list(x.shape)}: is this the "
                          f"block it was fitted for (source: {self.meta.get('source', '?')}, site: "
@@ -475,9 +496,7 @@ def _taylor_forward(self: TaylorMLP, x: Tensor, return_assignment: bool = False,
     lead, in_dtype = x.shape[:-1], x.dtype
     flat = x.reshape(-1, self.d_in).to(self.centres.dtype)
     index, distance = assign(flat, self.centres, centre_sq_norms=self.centre_sq_norms)
-    if self.order == 0: y = self.intercepts[index]
-    else: y = _grouped_affine(flat, index, self.slopes, self.intercepts, self.centres,
-                              self.hessian_diags if self.order == 2 else None, self.gather_bytes)
+    y = self.evaluate(flat, index)
     if self.fallback is not None:
         exact = distance > self.gate_radii[index]
         if exact.any(): y[exact] = self.fallback(flat[exact]).to(y.dtype)
@@ -485,7 +504,13 @@ def _taylor_forward(self: TaylorMLP, x: Tensor, return_assignment: bool = False,
     if return_assignment: return y, index.reshape(lead), distance.reshape(lead)
     return y
 
-TaylorMLP.forward = _taylor_forward
+def _evaluate(self: TaylorMLP, x: Tensor, index: Tensor) -> Tensor:
+    "Outputs `[N, d_out]` for rows `x` `[N, d_in]` already assigned to clusters `index` (no assignment, no checks)."
+    if self.order == 0: return self.intercepts[index]
+    return _grouped_affine(x, index, self.slopes, self.intercepts, self.centres,
+                           self.hessian_diags if self.order == 2 else None, self.gather_bytes)
+
+TaylorMLP.forward, TaylorMLP.evaluate = _taylor_forward, _evaluate
 
 # %% ../nbs/00_taylor.ipynb #dcb0c25e
 def _outputs(fn, x: Tensor, chunk: int = 65536) -> Tensor:
@@ -495,7 +520,7 @@ def _outputs(fn, x: Tensor, chunk: int = 65536) -> Tensor:
 def _lstsq_corrections(x, y, index, expansion: Expansion, ridge: float):
     "Per-cluster ridge corrections (Δslopes, Δhess, Δvalues) fitted on the residual of the Taylor expansion."
     k, d_in, order = expansion.k, expansion.d_in, expansion.order
-    residual = y - expansion(x, index)
+    residual = y - TaylorMLP.from_expansion(expansion).evaluate(x, index)    # grouped: no per-token tables
     d_slopes = torch.zeros_like(expansion.jacobians) if order >= 1 else None
     d_hess = torch.zeros_like(expansion.hessian_diags) if order == 2 else None
     d_values = torch.zeros_like(expansion.values)
@@ -526,6 +551,7 @@ def _fit(cls, block: Callable, inputs: Tensor, k: int = 16, order: int = 1, clus
          **cluster_kwargs) -> TaylorMLP:
     "Fit a TaylorMLP for `block` from its real `inputs` `[..., d_in]`: K-means, expansion, optional refit."
     _check_order(order)
+    _check_callable(block)
     if coefficients not in _COEFFICIENTS:
         raise ValueError(f"coefficients={coefficients!r}: use one of {_COEFFICIENTS}.")
     x = torch.as_tensor(inputs)
@@ -594,9 +620,16 @@ def _save(self: TaylorMLP, path) -> Path:
             'dtype': str(self.centres.dtype).replace('torch.', ''), 'coefficients': self.coefficients,
             'format': 'taylormlp/1', 'library_version': _library_version(), 'torch_version': torch.__version__}
     tensors = {n: getattr(self, n) for n in ('centres', 'values', 'slopes', 'intercepts', 'hessian_diags', 'gate_radii')}
+    meta['sha256'] = _tensors_digest(tensors)      # detects flipped bytes that still parse
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(tensors, path, metadata={'taylormlp': json.dumps(meta)})
     return path
+
+def _tensors_digest(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for n in sorted(tensors):
+        h.update(n.encode()); h.update(tensors[n].detach().to('cpu').contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 def read_metadata(path) -> dict:
     "The JSON metadata of a saved TaylorMLP, with a clear error for missing, truncated or foreign files."
@@ -609,7 +642,7 @@ def read_metadata(path) -> dict:
         raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated or "
                          f"corrupted: delete it and save the TaylorMLP again.") from None
     if 'taylormlp' not in header:
-        raise ValueError(f"{path} is a safetensors file but not a TaylorMLP (no 'taylormlp' metadata).")
+        raise ValueError(f"{path} is a safetensors file but not a TaylorMLP (no 'taylormlp' metadata): pass the path of a file written by TaylorMLP.save.")
     return json.loads(header['taylormlp'])
 
 @classmethod
@@ -625,10 +658,13 @@ def _load(cls, path, map_location='cpu', **expect) -> TaylorMLP:
     except Exception as e:
         raise ValueError(f"{path} could not be read ({type(e).__name__}: {e}): the file is truncated or corrupted; "
                          f"delete it and save again.") from None
+    if 'sha256' in meta and _tensors_digest(t) != meta['sha256']:
+        raise ValueError(f"{path} is corrupted: its tensors do not match the sha256 saved in it; delete it and save the "
+                         f"TaylorMLP again (or refit).")
     empty = lambda n: None if t[n].numel() == 0 else t[n]
     m = cls(t['centres'], t['values'], empty('slopes'), t['intercepts'], empty('hessian_diags'),
             coefficients=meta['coefficients'], meta={n: v for n, v in meta.items()
-                                                     if n not in ('format', 'library_version', 'torch_version')})
+                                                     if n not in ('format', 'library_version', 'torch_version', 'sha256')})
     m.gate_radii.copy_(t['gate_radii'])
     return m
 

@@ -17,8 +17,8 @@ from .taylor import (TaylorMLP, eval_mode, multiply_adds, dense_multiply_adds, f
 # %% auto #0
 __all__ = ['relative_errors', 'block_outputs', 'spearman_rho', 'token_errors', 'fit_controls', 'fit_family', 'describe',
            'error_summary', 'error_vs_distance', 'distance_bins', 'relu_patterns', 'activation_region_changes',
-           'evaluate_swapped', 'agreement', 'plot_error_vs_distance', 'plot_rows', 'plot_cluster_sizes', 'hardware',
-           'provenance', 'save_results', 'load_results']
+           'evaluate_swapped', 'agreement', 'counted_multiply_adds', 'latency', 'cost_table', 'plot_error_vs_distance',
+           'plot_rows', 'plot_cluster_sizes', 'hardware', 'provenance', 'save_results', 'load_results']
 
 # %% ../nbs/06_validate.ipynb #d09071ef
 def relative_errors(approx: Tensor, exact: Tensor, eps: float = 1e-12) -> Tensor:
@@ -152,6 +152,35 @@ def evaluate_swapped(model: nn.Module, replacements: dict, metric: Callable[[nn.
 def agreement(pred_a: Tensor, pred_b: Tensor) -> float:
     "Fraction of equal predictions."
     return (pred_a == pred_b).float().mean().item()
+
+# %% ../nbs/06_validate.ipynb #b30e9ec6
+@torch.no_grad()
+def counted_multiply_adds(fn: Callable, x: Tensor) -> float:
+    "Multiply-adds per token of `fn` on `x` `[N, d]`, counted by torch.utils.flop_counter (FLOPs / 2 / N)."
+    from torch.utils.flop_counter import FlopCounterMode
+    with eval_mode(fn), FlopCounterMode(display=False) as counter: fn(x)
+    return counter.get_total_flops() / 2 / x.shape[0]
+
+@torch.no_grad()
+def latency(fn: Callable, x: Tensor, min_run_time: float = 0.2) -> float:
+    "Median seconds per call of `fn(x)` (torch.utils.benchmark, warm-up included)."
+    from torch.utils.benchmark import Timer
+    with eval_mode(fn):
+        return Timer('fn(x)', globals=dict(fn=fn, x=x)).blocked_autorange(min_run_time=min_run_time).median
+
+def cost_table(block: Callable, models: dict[str, TaylorMLP], x: Tensor, batch_sizes: Sequence[int] = (1, 1024),
+               min_run_time: float = 0.2) -> list[dict]:
+    "Counted MACs per token and median latency of the dense block and each model, per batch size, side by side."
+    x = x.reshape(-1, x.shape[-1])
+    rows = []
+    for n in batch_sizes:
+        xb = x[:n] if x.shape[0] >= n else x[torch.arange(n, device=x.device) % x.shape[0]]
+        dense_t = latency(block, xb, min_run_time)
+        rows.append(dict(name='dense', batch=n, macs=counted_multiply_adds(block, xb), seconds=dense_t, speedup=1.0))
+        for name, m in models.items():
+            t = latency(m, xb, min_run_time)
+            rows.append(dict(name=name, batch=n, macs=counted_multiply_adds(m, xb), seconds=t, speedup=dense_t / t))
+    return rows
 
 # %% ../nbs/06_validate.ipynb #187ae646
 _COLOURS = {0: '#7f7f7f', 1: '#1f77b4', 2: '#d62728'}

@@ -209,7 +209,9 @@ def test_configuration_mismatch_and_other_errors(job, tmp_path):
         partial['complete'] = False
         (out / 'manifest.json').write_text(json.dumps(partial))
         collect(model, None, job.Batches(n=2, batch_size=3), out, **{**job.ARGS, 'max_tokens': 100})
-    with pytest.raises(ValueError, match=r"model is on cpu but device='cuda'.*model.to\('cuda'\)"):
+    wrong_device = (r"model is on cpu but device='cuda'.*model.to\('cuda'\)" if torch.cuda.is_available() else
+                    r"device='cuda' was requested but torch.cuda.is_available\(\) is False: pass device='cpu'")
+    with pytest.raises(ValueError, match=wrong_device):
         collect(model, None, job.Batches(n=1), tmp_path / 'd', device='cuda')
     with pytest.raises(ValueError, match='shard_tokens=0'):
         collect(model, None, job.Batches(n=1), tmp_path / 'd', shard_tokens=0)
