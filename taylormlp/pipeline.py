@@ -466,6 +466,7 @@ def run_notebooks(stages: Sequence[str], params: dict, out_dir, timeout: int = 3
     RunConfig.from_params(**{n: v for n, v in params.items() if n != 'interactive'})   # refuse bad parameters early
     (out_dir / 'notebooks').mkdir(parents=True, exist_ok=True)
     src, done = nbs_dir(), []
+    os.environ['TAYLORMLP_STAGE_RUN'] = '1'    # the kernels inherit it: notebooks skip their slow library checks
     for i, stage in enumerate(stages, 1):
         nb_in, nb_out = src / NOTEBOOKS[stage], out_dir / 'notebooks' / NOTEBOOKS[stage]
         log(f"[{i}/{len(stages)}] stage {stage}: {nb_in.name} -> {nb_out}")
