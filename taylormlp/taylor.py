@@ -331,7 +331,7 @@ def expand(fn: Callable, centres: Tensor, order: int = 1, method: str = 'auto', 
     with eval_mode(fn): d_out = _probe_d_out(fn, centres)
     check_memory(expansion_nbytes(k, d_in, d_out, order, centres.dtype),
                  f"An order-{order} expansion with k={k}, d_in={d_in}, d_out={d_out} ({centres.dtype})", max_bytes,
-                 "a smaller k, order 1 instead of 2, dtype=torch.float16/bfloat16 storage, low-rank slopes, or "
+                 "a smaller k, order 1 instead of 2, float16/bfloat16 tables (TaylorMLP.half()), or "
                  "out_dir=... to stream the chunks to disk")
     step = k if out_dir is None else centres_per_file
     starts = range(0, k, step)
