@@ -6,24 +6,15 @@ plotly figures drawn, widgets drawn (when the html-manager is cached), every int
 Screenshots go to tests/artifacts/. Nothing is installed here: the test skips without /usr/bin/chromium or
 playwright (`apt-get install -y chromium`; playwright comes with `pip install -e '.[dev]'`, never `playwright install`).
 """
-import functools, http.server, importlib.util, re, sys, threading, urllib.error, urllib.parse, urllib.request
+import functools, http.server, re, sys, threading, urllib.error, urllib.parse, urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = '/usr/bin/chromium'
-CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-                 '--disable-component-update', '--no-first-run', '--disable-sync']
-ARTIFACTS = REPO / 'tests' / 'artifacts'
+from browser import REPO, CHROMIUM, CHROMIUM_ARGS, ARTIFACTS, require_browser
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} not found: the browser tests need Debian's chromium (apt-get install -y chromium).",
-                allow_module_level=True)
-if importlib.util.find_spec('playwright') is None:
-    pytest.skip("playwright is not installed: pip install -e '.[dev]' (it drives /usr/bin/chromium; never run "
-                "`playwright install`).", allow_module_level=True)
+require_browser('playwright')
 
 sys.path.insert(0, str(REPO / 'tools'))
 import build_docs  # noqa: E402

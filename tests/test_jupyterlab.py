@@ -10,24 +10,14 @@ The default notebook is a small stand-in written to tests/artifacts/ (same widge
 JupyterLab's autosave is switched off, so the notebook on disk is not touched. Skips without /usr/bin/chromium,
 playwright or jupyterlab; nothing is installed here.
 """
-import importlib.util, json, os, secrets, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+import json, os, secrets, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = '/usr/bin/chromium'
-CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-                 '--disable-component-update', '--no-first-run', '--disable-sync']
-ARTIFACTS = REPO / 'tests' / 'artifacts'
+from browser import REPO, CHROMIUM, CHROMIUM_ARGS, ARTIFACTS, require_browser
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} not found: the browser tests need Debian's chromium (apt-get install -y chromium).",
-                allow_module_level=True)
-for _mod, _why in (('playwright', "pip install -e '.[dev]' (it drives /usr/bin/chromium; never run `playwright install`)"),
-                   ('jupyterlab', "pip install -e '.[dev]' (jupyterlab is a dev requirement)")):
-    if importlib.util.find_spec(_mod) is None:
-        pytest.skip(f"{_mod} is not installed: {_why}.", allow_module_level=True)
+require_browser('playwright', 'jupyterlab')
 
 EXPLORER_CHECK = r'''
 import numpy as np, plotly.graph_objects as go, ipywidgets as W

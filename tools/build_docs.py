@@ -429,6 +429,16 @@ def readme_page(readme: Path) -> Page:
     return page
 
 
+def copy_readme_images(out: Path) -> None:
+    "Local images the README shows (e.g. docs/explorer.png) go into the site at the same relative path."
+    readme = REPO / 'README.md'
+    for ref in re.findall(r'!\[[^\]]*\]\(([^)\s]+)\)', readme.read_text() if readme.exists() else ''):
+        src = REPO / ref
+        if not re.match(r'\w+://', ref) and src.is_file():
+            (out / ref).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out / ref)
+
+
 def api_pages(lib: str, problems: list) -> list[Page]:
     "One page per exported module: every public name with its signature and docstring (nbdev's show_doc)."
     import inspect
@@ -536,6 +546,7 @@ def build(out: Path = REPO / 'site', nbs: Path = REPO / 'nbs', runs: Optional[Pa
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
     write_assets(out, html_manager, katex)
+    copy_readme_images(out)
     with open(out / '.nojekyll', 'w'): pass
     rendered = {}
     for page in pages:
