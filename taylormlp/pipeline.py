@@ -238,13 +238,10 @@ def stage_collect(cfg: RunConfig, force: bool = False) -> dict:
         for split in ('train', cfg.eval_split):
             c = collect(site_root(model), sites, _batches(cfg, model, split), cfg.path / 'collection' / split,
                         max_tokens=cfg.max_tokens, tokens_per_sample=cfg.tokens_per_sample, seed=cfg.seed,
-                        progress=False, **_collect_kwargs(cfg))
+                        progress=False, overwrite=True)   # a changed config replaces; the same config resumes
             out[split] = {s.name: c.num_rows(s.name) for s in sites}
         return dict(rows=out, sites=[s.name for s in sites])
     return _stage(cfg, 'collect', compute, force)
-
-def _collect_kwargs(cfg):
-    return dict(overwrite=True)
 
 def site_inputs(cfg: RunConfig, site: str, split: str = 'train', outputs: bool = False) -> Tensor:
     "The collected inputs (or outputs) of one site."
