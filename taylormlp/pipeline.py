@@ -13,7 +13,8 @@ import torch
 from torch import nn, Tensor
 
 from .taylor import TaylorMLP, multiply_adds, dense_multiply_adds, format_bytes, storage_report
-from .validate import (error_summary, fit_controls, error_vs_distance, save_results, load_results,
+from .validate import (error_summary, fit_controls, fit_at_centres, error_vs_distance, save_results,
+                                load_results,
                                 plot_error_vs_distance, relative_errors, block_outputs, agreement, spearman_rho,
                                 cost_table)
 
@@ -292,16 +293,9 @@ def load_centres(cfg: RunConfig, site: str, k: int) -> Tensor:
 
 # %% ../nbs/07_pipeline.ipynb #7f7ffed6
 def fit_site_models(cfg: RunConfig, site_fn: nn.Module, site: str, k: int) -> dict[str, TaylorMLP]:
-    "Taylor models (each order), lstsq variant, order-0 control on the saved centres of one site and k."
-    x = site_inputs(cfg, site).to(cfg.device)
-    centres = load_centres(cfg, site, k).to(cfg.device)
-    top = max(cfg.orders)
-    full = TaylorMLP.fit(site_fn, x, order=top, centres=centres, seed=cfg.seed, meta=dict(source=cfg.model, site=site))
-    models = {f'taylor_o{o}_k{k}': full if o == top else full.with_order(o) for o in cfg.orders}
-    if cfg.lstsq:
-        models[f'lstsq_o1_k{k}'] = TaylorMLP.fit(site_fn, x, order=1, centres=centres, coefficients='lstsq',
-                                                 ridge=cfg.ridge, seed=cfg.seed, meta=dict(source=cfg.model, site=site))
-    return models
+    "Taylor models (each order) and the lstsq variant on the saved centres of one site and k."
+    return fit_at_centres(site_fn, site_inputs(cfg, site).to(cfg.device), load_centres(cfg, site, k).to(cfg.device),
+                          cfg.orders, cfg.lstsq, cfg.ridge, cfg.seed, meta=dict(source=cfg.model, site=site))
 
 def stage_validate(cfg: RunConfig, force: bool = False) -> dict:
     "Stage 6: token-level errors with controls, per-site and all-sites task metrics, saved fitted models."

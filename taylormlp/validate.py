@@ -15,10 +15,11 @@ from .taylor import (TaylorMLP, eval_mode, multiply_adds, dense_multiply_adds, f
                               _atomic_save)
 
 # %% auto #0
-__all__ = ['relative_errors', 'block_outputs', 'spearman_rho', 'token_errors', 'fit_controls', 'fit_family', 'describe',
-           'error_summary', 'error_vs_distance', 'distance_bins', 'relu_patterns', 'activation_region_changes',
-           'evaluate_swapped', 'agreement', 'counted_multiply_adds', 'latency', 'cost_table', 'plot_error_vs_distance',
-           'plot_rows', 'plot_cluster_sizes', 'hardware', 'provenance', 'save_results', 'load_results']
+__all__ = ['relative_errors', 'block_outputs', 'spearman_rho', 'token_errors', 'fit_controls', 'fit_at_centres', 'fit_family',
+           'describe', 'error_summary', 'error_vs_distance', 'distance_bins', 'relu_patterns',
+           'activation_region_changes', 'evaluate_swapped', 'agreement', 'counted_multiply_adds', 'latency',
+           'cost_table', 'plot_error_vs_distance', 'plot_rows', 'plot_cluster_sizes', 'hardware', 'provenance',
+           'save_results', 'load_results']
 
 # %% ../nbs/06_validate.ipynb #d09071ef
 def relative_errors(approx: Tensor, exact: Tensor, eps: float = 1e-12) -> Tensor:
@@ -53,23 +54,31 @@ def fit_controls(block: Callable, x: Tensor, seed: int = 0, ridge: float = 1e-6)
             'global_linear': TaylorMLP.fit(block, x, order=1, centres=mean, coefficients='lstsq', ridge=ridge,
                                            seed=seed)}
 
+def fit_at_centres(block: Callable, x: Tensor, centres: Tensor, orders: Sequence[int] = (0, 1, 2), lstsq: bool = True,
+                   ridge: float = 1e-3, seed: int = 0, meta: Optional[dict] = None) -> dict[str, TaylorMLP]:
+    "Taylor models of each order (truncations of one expansion) and the lstsq variant on given centres."
+    k, top = centres.shape[0], max(orders)
+    full = TaylorMLP.fit(block, x, order=top, centres=centres, seed=seed, meta=meta)
+    models = {f'taylor_o{o}_k{k}': full if o == top else full.with_order(o) for o in orders}
+    if lstsq:
+        models[f'lstsq_o1_k{k}'] = TaylorMLP.fit(block, x, order=1, centres=centres, coefficients='lstsq', ridge=ridge,
+                                                 seed=seed, meta=meta)
+    return models
+
 def fit_family(block: Callable, x: Tensor, ks: Sequence[int] = (16,), orders: Sequence[int] = (0, 1, 2),
                lstsq: bool = True, ridge: float = 1e-3, clustering: str = 'torch', seed: int = 0,
                controls: bool = True, progress: bool = False) -> dict[str, TaylorMLP]:
     "Fit Taylor models of each order, the lstsq variant and the controls for one block; keys like 'taylor_o1_k16'."
-    top = max(orders)
+    from taylormlp.cluster import kmeans
+    x = x.reshape(-1, x.shape[-1])
     models = fit_controls(block, x, seed=seed) if controls else {}
-    ks = list(ks)
-    it = ks
+    it = list(ks)
     if progress:
         from tqdm.auto import tqdm
-        it = tqdm(ks, desc='fit k sweep', unit='k')
+        it = tqdm(it, desc='fit k sweep', unit='k')
     for k in it:
-        full = TaylorMLP.fit(block, x, k=k, order=top, clustering=clustering, seed=seed)
-        for o in orders: models[f'taylor_o{o}_k{k}'] = full if o == top else full.with_order(o)
-        if lstsq:
-            models[f'lstsq_o1_k{k}'] = TaylorMLP.fit(block, x, k=k, order=1, centres=full.centres,
-                                                     coefficients='lstsq', ridge=ridge, seed=seed)
+        centres = kmeans(x, k, method=clustering, seed=seed).centres.to(x)
+        models.update(fit_at_centres(block, x, centres, orders, lstsq, ridge, seed))
     return models
 
 def describe(name: str, model: TaylorMLP) -> dict:
