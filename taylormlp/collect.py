@@ -352,7 +352,7 @@ def collect(model: nn.Module, sites: Union[None, str, MLPSite, Sequence[Union[st
             out_dir: Union[str, Path], *, max_tokens: Optional[int] = None, tokens_per_sample: Optional[int] = None,
             shard_tokens: int = 65536, keep_outputs: bool = True, device: Union[str, torch.device] = 'cpu',
             seed: int = 0, dtype: torch.dtype = torch.float32, overwrite: bool = False,
-            progress: bool = True) -> Collection:
+            progress: Optional[bool] = None, desc: str = 'collect') -> Collection:
     """Record the inputs (and outputs) of `sites` while `model` runs over `loader`, streamed to shards in `out_dir`.
 
     Parameters
@@ -369,7 +369,8 @@ def collect(model: nn.Module, sites: Union[None, str, MLPSite, Sequence[Union[st
     device : where batches are sent.
     dtype : storage dtype of the rows.
     overwrite : replace a collection in `out_dir` made with a different configuration (otherwise an error).
-    progress : show a tqdm bar.
+    progress : a bar over the batches (rows written in its postfix); None: on, except under test runners.
+    desc : the bar's label.
     """
     _check_positive('max_tokens', max_tokens); _check_positive('tokens_per_sample', tokens_per_sample)
     _check_positive('shard_tokens', shard_tokens, allow_none=False)
@@ -405,9 +406,11 @@ def collect(model: nn.Module, sites: Union[None, str, MLPSite, Sequence[Union[st
         hooks.append(mod_out.register_forward_hook(lambda m, i, o, n=s.name: captured[n]['y'].append(o.detach().clone())))
     flags = {m: m.training for m in model.modules()}
     model.eval()
-    from tqdm.auto import tqdm
+    from taylormlp.data import progress_bar, say
     total = len(loader) if hasattr(loader, '__len__') else None
-    bar = tqdm(total=total, desc='collect', unit='batch', disable=not progress)
+    say(f"{desc}: recording {len(sites)} site(s) into {out_dir}"
+        + (f" (resuming at batch {start})" if start else ''), progress)
+    bar = progress_bar(None, progress, total=total, desc=desc, unit='batch')
     batches = 0
     try:
         for b, batch in enumerate(loader):
@@ -435,7 +438,9 @@ def collect(model: nn.Module, sites: Union[None, str, MLPSite, Sequence[Union[st
                 if w.done: continue
                 x, y = select_tokens(xs[0], ys[0], mask, tokens_per_sample, _generator(seed, b, i))
                 wrote += w.add(b, x.to('cpu', dtype), y.to('cpu', dtype))
-            if wrote: _save_manifest(out_dir, manifest, writers)
+            if wrote:
+                _save_manifest(out_dir, manifest, writers)
+                bar.set_postfix(rows=f'{min(w.rows for w in writers):,}')
             if all(w.done for w in writers):
                 manifest['stopped_by'] = 'max_tokens'
                 break

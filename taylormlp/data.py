@@ -24,11 +24,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 # %% auto #0
-__all__ = ['SHARED_ENV', 'CACHE_ENV', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD', 'IMAGENET_MEAN',
-           'IMAGENET_STD', 'DIGITS_SPLIT_SEED', 'DIGITS_TEST_FRACTION', 'STSB_URL', 'DATASETS', 'shared_dir',
-           'import_optional', 'project_root', 'cache_dir', 'atomic_write', 'Normalize', 'random_crop_flip',
-           'RandomCropFlip', 'Compose', 'ArrayDataset', 'stratified_subset', 'decode_cifar_npz', 'SentencePairs',
-           'read_sts', 'list_datasets', 'load_dataset', 'make_loader', 'spearman']
+__all__ = ['SHARED_ENV', 'CACHE_ENV', 'PROGRESS_ENV', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
+           'IMAGENET_MEAN', 'IMAGENET_STD', 'DIGITS_SPLIT_SEED', 'DIGITS_TEST_FRACTION', 'STSB_URL', 'DATASETS',
+           'shared_dir', 'show_progress', 'progress_bar', 'say', 'import_optional', 'project_root', 'cache_dir',
+           'atomic_write', 'Normalize', 'random_crop_flip', 'RandomCropFlip', 'Compose', 'ArrayDataset',
+           'stratified_subset', 'decode_cifar_npz', 'SentencePairs', 'read_sts', 'list_datasets', 'load_dataset',
+           'make_loader', 'spearman']
 
 # %% ../nbs/01_data.ipynb #1f0acfd7
 SHARED_ENV = 'TAYLORMLP_SHARED'
@@ -69,6 +70,48 @@ def shared_dir(required: bool = False) -> Path | None:
             'contains data/ and models/, or use the online route (load_dataset(..., download=True) / '
             'torchvision, timm and Hugging Face downloaders) on a machine with internet.')
     return path
+
+
+PROGRESS_ENV = 'TAYLORMLP_PROGRESS'
+
+
+def show_progress(progress: bool | None = None) -> bool:
+    """Resolve a `progress=` flag. True/False are kept; None means on, unless `$TAYLORMLP_PROGRESS` is `0`/`false`/`no`,
+    or a test runner is running (pytest, `nbdev_test`), where bars would only clutter the log."""
+    if progress is not None: return bool(progress)
+    env = os.environ.get(PROGRESS_ENV, '').strip().lower()
+    if env: return env not in ('0', 'false', 'no', 'off')
+    return not (os.environ.get('PYTEST_CURRENT_TEST') or os.environ.get('IN_TEST'))
+
+
+def _stage_run() -> bool: return bool(os.environ.get('TAYLORMLP_STAGE_RUN'))
+
+
+def progress_bar(iterable=None, progress: bool | None = None, **kwargs):
+    """A tqdm bar over `iterable` (or a manual one with `total=`), shown when `show_progress(progress)`.
+
+    In a notebook it is the usual widget. Under `taylormlp run` (papermill; `$TAYLORMLP_STAGE_RUN` set) it is a text
+    bar on the kernel's own stderr, which is the terminal that started the run, so long stages show progress there
+    instead of in a notebook nobody is looking at yet."""
+    import sys
+    disable = not show_progress(progress)
+    if _stage_run() and not disable:
+        from tqdm.std import tqdm
+        return tqdm(iterable, file=sys.__stderr__, dynamic_ncols=True, **kwargs)
+    from tqdm.auto import tqdm
+    return tqdm(iterable, disable=disable, **kwargs)
+
+
+def say(message: str, progress: bool | None = None) -> None:
+    """Print a one-line status `message` (what is happening, where outputs go) when `show_progress(progress)`.
+
+    Under `taylormlp run` it is also written to the terminal that started the run."""
+    import sys
+    if not show_progress(progress): return
+    print(message, flush=True)
+    if _stage_run():
+        try: sys.__stderr__.write(message + '\n'); sys.__stderr__.flush()
+        except (AttributeError, OSError, ValueError): pass
 
 
 def import_optional(module: str, package: str, purpose: str):
@@ -253,16 +296,17 @@ def _digits(split, root, download, transform):
     return ArrayDataset(images, torch.tensor(bunch.target[idx]), [str(c) for c in bunch.target_names], t, 'digits', split)
 
 # %% ../nbs/01_data.ipynb #0d7a7cff
-def _decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray, progress: bool | None = None, desc: str = 'decode') -> np.ndarray:
     Image = import_optional('PIL.Image', 'pillow', 'decoding the CIFAR-10 JPEGs')
     return np.stack([np.asarray(Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert('RGB'))
-                     for i in range(len(offsets) - 1)])
+                     for i in progress_bar(range(len(offsets) - 1), progress, desc=desc, unit='img', leave=False)])
 
 
-def decode_cifar_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def decode_cifar_npz(path: str | Path, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode a CIFAR `.npz` of concatenated JPEGs into `(images uint8 [N,32,32,3], labels, classes)`, cached.
 
     The decoded array is cached in `cache_dir()/cifar10/` and reused while the source file is unchanged.
+    The first decode says where the cache goes and shows a bar (`progress`, see `show_progress`).
     """
     path = Path(path)
     with np.load(path) as z: labels, classes = z['labels'].astype(np.int64), [str(c) for c in z['classes']]
@@ -272,7 +316,8 @@ def decode_cifar_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str
     if cached.is_file():
         images = np.load(cached)
         if len(images) == len(labels): return images, labels, classes
-    with np.load(path) as z: images = _decode_jpegs(z['jpeg'], z['offsets'])
+    say(f'decoding {len(labels):,} JPEGs of {path} once; the array is cached in {cached}', progress)
+    with np.load(path) as z: images = _decode_jpegs(z['jpeg'], z['offsets'], progress, desc=f'decode {path.stem}')
     with atomic_write(cached) as tmp:
         with open(tmp, 'wb') as f: np.save(f, images)
     return images, labels, classes
@@ -293,7 +338,7 @@ def _torchvision_cifar(cls, name, split, root, download):
     return ds.data, np.asarray(ds.targets), list(ds.classes)
 
 
-def _cifar10(split, root, download, transform):
+def _cifar10(split, root, download, transform, progress=None):
     _check_split('cifar10', split, ('train', 'test'))
     if root is not None:
         candidates = [Path(root) / f'{split}.npz', Path(root) / 'cifar10' / f'{split}.npz']
@@ -302,7 +347,7 @@ def _cifar10(split, root, download, transform):
         candidates = [shared / 'data' / 'cifar10' / f'{split}.npz'] if shared is not None else []
     npz = next((c for c in candidates if c.is_file()), None)
     if npz is not None:
-        images, labels, classes = decode_cifar_npz(npz)
+        images, labels, classes = decode_cifar_npz(npz, progress)
     elif download or root is not None or (cache_dir() / 'torchvision' / 'cifar-10-batches-py').is_dir():
         CIFAR10 = import_optional('torchvision.datasets', 'torchvision', "load_dataset('cifar10')").CIFAR10
         images, labels, classes = _torchvision_cifar(CIFAR10, 'CIFAR-10', split, root, download)
@@ -453,7 +498,7 @@ def list_datasets() -> dict[str, str]:
 
 def load_dataset(name: str, split: str = 'train', root: str | Path | None = None, download: bool = False,
                  limit: int | None = None, seed: int = 0, transform: str | Callable | None = 'eval',
-                 **options) -> Dataset:
+                 progress: bool | None = None, **options) -> Dataset:
     """Load data set `name` (see `list_datasets()`) as a torch `Dataset`.
 
     Parameters
@@ -465,6 +510,7 @@ def load_dataset(name: str, split: str = 'train', root: str | Path | None = None
     limit : keep a seeded stratified subset of this many items.
     seed : seeds the `limit` subset (and the synthetic data); never the digits train/test split.
     transform : 'eval' (model-ready), 'train' (plus augmentation), None (raw items) or a callable on raw items.
+    progress : a bar (and a one-line message) while a slow first load decodes (CIFAR-10 JPEGs); None: `show_progress()`.
     options : data-set specific (synthetic: n_samples, shape, num_classes, spread).
     """
     if name not in DATASETS:
@@ -473,6 +519,7 @@ def load_dataset(name: str, split: str = 'train', root: str | Path | None = None
         raise ValueError(f'Unknown data set {name!r}.{hint} Valid names: {list(DATASETS)}.')
     loader = DATASETS[name][0]
     if name == 'synthetic': options['seed'] = seed
+    elif name == 'cifar10': options['progress'] = progress
     elif options:
         raise TypeError(f'{name!r} takes no options {sorted(options)}; only synthetic has extra options')
     ds = loader(split, root, download, transform, **options)

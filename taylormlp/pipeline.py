@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, dataclasses, hashlib, json, os, shutil, sys, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn, Tensor
@@ -69,8 +69,10 @@ class RunConfig:
     tokens_per_sample: Optional[int] = None
     batch_size: int = 128
     epochs: Optional[int] = None            # training epochs when the weights stage trains (None: model default)
+    train_samples: Optional[Union[int, str]] = None  # CIFAR training images when stage 3 trains (None: device default)
     device: str = 'cpu'
     seed: int = 0
+    progress: Optional[bool] = None         # bars and stage messages (None: on, except under test runners)
 
     def __post_init__(self):
         self.ks = [int(k) for k in (self.ks.split(',') if isinstance(self.ks, str) else self.ks)]
@@ -110,16 +112,29 @@ _DEPENDS = {
                  'k', 'orders', 'clustering', 'lstsq', 'ridge', 'seed'),
 }
 
+# The weights of the CIFAR models depend on these when stage 3 trains them; every stage that uses the weights
+# depends on them too. They enter a fingerprint only when set, so runs made before they existed keep theirs.
+_DEPENDS_IF_SET = {'weights': ('train_samples',), 'collect': ('epochs', 'train_samples'),
+                   'cluster': ('epochs', 'train_samples'), 'validate': ('epochs', 'train_samples')}
+
+def _stage_key(cfg: RunConfig, name: str) -> str:
+    extra = [n for n in _DEPENDS_IF_SET.get(name, ()) if getattr(cfg, n) is not None]
+    return cfg.fingerprint(*_DEPENDS[name], *extra)
+
 def _stage(cfg: RunConfig, name: str, compute, force: bool = False) -> dict:
+    from taylormlp.data import say
     path = cfg.path / f'{name}.json'
-    key = cfg.fingerprint(*_DEPENDS[name])
+    key = _stage_key(cfg, name)
     if path.exists() and not force:
         old = load_results(path)
-        if old.get('fingerprint') == key: return old
+        if old.get('fingerprint') == key:
+            say(f"stage {name}: reusing {path} (finished earlier with the same configuration)", cfg.progress)
+            return old
     t0 = time.perf_counter()
     summary = compute()
     summary.update(stage=name, fingerprint=key, seconds=round(time.perf_counter() - t0, 2), config=asdict(cfg))
     save_results(summary, path, seed=cfg.seed)
+    say(f"stage {name}: done in {summary['seconds']:.1f} s -> {path}", cfg.progress)
     return load_results(path)
 
 # %% ../nbs/07_pipeline.ipynb #6f78f704
@@ -131,9 +146,18 @@ def load_data(cfg: RunConfig, split: str):
                         seed=cfg.seed)
 
 def load_run_model(cfg: RunConfig, pretrained: bool = True) -> nn.Module:
-    "The run's model with its weights (trained and cached, or loaded), in eval mode on `cfg.device`."
-    from taylormlp.weights import load_model
-    kw = {} if cfg.epochs is None else dict(epochs=cfg.epochs)   # a training recipe option (embedded models)
+    """The run's model with its weights (trained and cached, or loaded), in eval mode on `cfg.device`.
+
+    `epochs` (or `train_samples`) set: the embedded digits models train with that many epochs, and the CIFAR-10 models
+    take the training route of stage 3 (`taylormlp.weights.train_model`: short schedule on a CPU, the full recipe on
+    a GPU, cached and resumable) instead of loading the shared checkpoints."""
+    from taylormlp.weights import load_model, CIFAR_RECIPES
+    kw = {}
+    if cfg.model in CIFAR_RECIPES and (cfg.epochs is not None or cfg.train_samples is not None):
+        kw = dict(train=True, epochs=cfg.epochs, train_samples=cfg.train_samples, eval_samples=cfg.eval_samples,
+                  seed=cfg.seed, progress=cfg.progress,
+                  data_root=cfg.data_root if cfg.dataset == 'cifar10' else None)
+    elif cfg.epochs is not None: kw = dict(epochs=cfg.epochs)   # a training recipe option (embedded models)
     return load_model(cfg.model, pretrained=pretrained, device=cfg.device, **kw).eval()
 
 def site_root(model: nn.Module) -> nn.Module:
@@ -155,6 +179,8 @@ def select_sites(model: nn.Module, spec: str = 'all') -> list:
 def stage_data(cfg: RunConfig, force: bool = False) -> dict:
     "Stage 1: load both splits, summarise sizes and class balance."
     def compute():
+        from taylormlp.data import say
+        say(f"stage data: loading {cfg.dataset} (train and {cfg.eval_split}) -> {cfg.path / 'data.json'}", cfg.progress)
         out = {}
         for split in ('train', cfg.eval_split):
             ds = load_data(cfg, split)
@@ -171,8 +197,11 @@ def stage_adapt(cfg: RunConfig, force: bool = False) -> dict:
     "Stage 2: find the whole-MLP sites and check that swapping each for its own function changes nothing."
     def compute():
         from taylormlp.adapt import swapped
+        from taylormlp.data import say
         model = load_run_model(cfg, pretrained=False)
         sites = select_sites(model, cfg.sites)
+        say(f"stage adapt: checking {len(sites)} whole-MLP site(s) of {cfg.model} -> {cfg.path / 'adapt.json'}",
+            cfg.progress)
         batch = _first_batch(cfg, model)
         with torch.no_grad():
             ref = _forward(model, batch)
@@ -186,16 +215,26 @@ def stage_adapt(cfg: RunConfig, force: bool = False) -> dict:
     return _stage(cfg, 'adapt', compute, force)
 
 # %% ../nbs/07_pipeline.ipynb #bfb9fb33
-def _batches(cfg: RunConfig, model: nn.Module, split: str):
+class _Batches:
     "Model-ready batches of a split: image tensors, or token dicts for sentence encoders (both sentences of a pair)."
-    from taylormlp.data import make_loader
-    ds = load_data(cfg, split)
-    if cfg.metric != 'spearman':
-        for x, _ in make_loader(ds, cfg.batch_size): yield x.to(cfg.device)
-        return
-    sentences = [s for pair in zip(ds.sentence1, ds.sentence2) for s in pair]
-    for i in range(0, len(sentences), cfg.batch_size):
-        yield {n: t.to(cfg.device) for n, t in model.tokenize(sentences[i:i + cfg.batch_size]).items()}
+    def __init__(self, cfg: RunConfig, model: nn.Module, split: str):
+        self.cfg, self.model, self.ds = cfg, model, load_data(cfg, split)
+        items = len(self.ds) * (2 if cfg.metric == 'spearman' else 1)
+        self.n = -(-items // cfg.batch_size)
+
+    def __len__(self) -> int: return self.n   # lets progress bars show a total
+
+    def __iter__(self):
+        from taylormlp.data import make_loader
+        cfg, ds = self.cfg, self.ds
+        if cfg.metric != 'spearman':
+            for x, _ in make_loader(ds, cfg.batch_size): yield x.to(cfg.device)
+            return
+        sentences = [s for pair in zip(ds.sentence1, ds.sentence2) for s in pair]
+        for i in range(0, len(sentences), cfg.batch_size):
+            yield {n: t.to(cfg.device) for n, t in self.model.tokenize(sentences[i:i + cfg.batch_size]).items()}
+
+def _batches(cfg: RunConfig, model: nn.Module, split: str) -> _Batches: return _Batches(cfg, model, split)
 
 def _first_batch(cfg, model): return next(iter(_batches(cfg, model, cfg.eval_split)))
 
@@ -206,15 +245,16 @@ def _forward(model, batch):
 @torch.no_grad()
 def task_metric(model: nn.Module, cfg: RunConfig) -> dict:
     "The task metric on the evaluation split: accuracy (and predictions) or STS-B Spearman x100."
-    from taylormlp.data import make_loader, spearman
+    from taylormlp.data import make_loader, spearman, progress_bar
     ds = load_data(cfg, cfg.eval_split)
     if cfg.metric == 'spearman':
-        a = model.encode(list(ds.sentence1), batch_size=cfg.batch_size)
-        b = model.encode(list(ds.sentence2), batch_size=cfg.batch_size)
+        a = model.encode(list(ds.sentence1), batch_size=cfg.batch_size, progress=cfg.progress)
+        b = model.encode(list(ds.sentence2), batch_size=cfg.batch_size, progress=cfg.progress)
         sims = torch.nn.functional.cosine_similarity(a, b)
         return dict(spearman=100 * spearman(sims, torch.as_tensor(ds.scores)), predictions=sims)
     preds, labels = [], []
-    for x, y in make_loader(ds, cfg.batch_size):
+    for x, y in progress_bar(make_loader(ds, cfg.batch_size), cfg.progress, desc=f'{cfg.metric} on {cfg.eval_split}',
+                             unit='batch', leave=False):
         preds.append(model(x.to(cfg.device)).argmax(-1).cpu()); labels.append(torch.as_tensor(y))
     preds, labels = torch.cat(preds), torch.cat(labels)
     return dict(accuracy=(preds == labels).float().mean().item(), predictions=preds)
@@ -223,23 +263,36 @@ def task_metric(model: nn.Module, cfg: RunConfig) -> dict:
 def stage_weights(cfg: RunConfig, force: bool = False) -> dict:
     "Stage 3: load or train the weights (cached) and measure the dense model's task metric."
     def compute():
+        from taylormlp.data import say
+        say(f"stage weights: loading or training {cfg.model} on {cfg.device}, then its dense {cfg.metric} on "
+            f"{cfg.dataset} {cfg.eval_split} -> {cfg.path / 'weights.json'}", cfg.progress)
         model = load_run_model(cfg)
         m = task_metric(model, cfg)
-        return dict(model=cfg.model, metric=cfg.metric, dense=m[cfg.metric],
-                    parameters=sum(p.numel() for p in model.parameters()))
+        out = dict(model=cfg.model, metric=cfg.metric, dense=m[cfg.metric],
+                   parameters=sum(p.numel() for p in model.parameters()))
+        card = getattr(model, 'card', None) or {}
+        if getattr(model, 'checkpoint', None) is not None or 'train_seconds' in card:   # trained here: say how
+            out['training'] = {k: card[k] for k in ('schedule', 'epochs', 'n_train', 'accuracy', 'n_test',
+                                                    'train_seconds', 'hardware', 'seed', 'recipe') if k in card}
+            if getattr(model, 'checkpoint', None) is not None: out['training']['checkpoint'] = str(model.checkpoint)
+        return out
     return _stage(cfg, 'weights', compute, force)
 
 def stage_collect(cfg: RunConfig, force: bool = False) -> dict:
     "Stage 4: record each site's inputs and outputs on the train split (for fitting) and the evaluation split."
     def compute():
         from taylormlp.collect import collect
+        from taylormlp.data import say
         model = load_run_model(cfg)
         sites = select_sites(model, cfg.sites)
+        say(f"stage collect: writing {cfg.path / 'collection'} ({len(sites)} site(s), train and {cfg.eval_split} "
+            f"splits, at most {cfg.max_tokens:,} rows per site)", cfg.progress)
         out = {}
         for split in ('train', cfg.eval_split):
             c = collect(site_root(model), sites, _batches(cfg, model, split), cfg.path / 'collection' / split,
                         max_tokens=cfg.max_tokens, tokens_per_sample=cfg.tokens_per_sample, seed=cfg.seed,
-                        progress=False, overwrite=True)   # a changed config replaces; the same config resumes
+                        progress=cfg.progress, overwrite=True,   # a changed config replaces; the same config resumes
+                        desc=f'collect {split}')
             out[split] = {s.name: c.num_rows(s.name) for s in sites}
         return dict(rows=out, sites=[s.name for s in sites])
     return _stage(cfg, 'collect', compute, force)
@@ -254,10 +307,16 @@ def stage_cluster(cfg: RunConfig, force: bool = False) -> dict:
     "Stage 5: K-means of each site's inputs for every k; centres saved per site and k."
     def compute():
         from taylormlp.cluster import kmeans
+        from taylormlp.data import progress_bar, say
         rows = []
-        for site in stage_collect(cfg)['sites']:
+        sites = stage_collect(cfg)['sites']
+        say(f"stage cluster: K-means with k in {cfg.ks} on {len(sites)} site(s) ({cfg.clustering}) -> "
+            f"{cfg.path / 'centres'}", cfg.progress)
+        bar = progress_bar(None, cfg.progress, total=len(sites) * len(cfg.ks), desc='cluster', unit='fit')
+        for site in sites:
             x = site_inputs(cfg, site).float()
             for k in cfg.ks:
+                bar.set_postfix(site=site, k=k); bar.update()
                 path = centres_path(cfg, site, k)
                 if path.exists() and not force:   # resumable: finished (site, k) pairs are kept
                     rows.append(json.loads(path.with_suffix('.json').read_text())); continue
@@ -269,6 +328,7 @@ def stage_cluster(cfg: RunConfig, force: bool = False) -> dict:
                            n_iter=int(r.n_iter), sizes=torch.sort(r.counts, descending=True).values.tolist())
                 _save_centres(path, r.centres, row)
                 rows.append(row)
+        bar.close()
         return dict(rows=rows)
     return _stage(cfg, 'cluster', compute, force)
 
@@ -301,12 +361,16 @@ def stage_validate(cfg: RunConfig, force: bool = False) -> dict:
     "Stage 6: token-level errors with controls, per-site and all-sites task metrics, saved fitted models."
     def compute():
         from taylormlp.adapt import swapped
+        from taylormlp.data import progress_bar, say
         model = load_run_model(cfg)
         sites = {s.name: s for s in select_sites(model, cfg.sites)}
         stage_cluster(cfg)
+        say(f"stage validate: fitting orders {cfg.orders}{' + lstsq' if cfg.lstsq else ''} for k in {cfg.ks} on "
+            f"{len(sites)} site(s), then the task {cfg.metric} with blocks swapped -> {cfg.path / 'validate.json'}, "
+            f"{cfg.path / 'expansions'}", cfg.progress)
         dense = task_metric(model, cfg)
         token_rows, task_rows, cost_rows, chosen = [], [], [], {}
-        for name, s in sites.items():
+        for name, s in progress_bar(sites.items(), cfg.progress, desc='validate: fit and measure', unit='site'):
             x_eval = site_inputs(cfg, name, cfg.eval_split)
             controls = fit_controls(s.function, site_inputs(cfg, name).to(cfg.device), seed=cfg.seed)
             for k in cfg.ks:
@@ -320,15 +384,20 @@ def stage_validate(cfg: RunConfig, force: bool = False) -> dict:
                         x_eval.to(cfg.device), batch_sizes=(1, min(1024, x_eval.shape[0])), min_run_time=0.1)]
                     for n, m in models.items():
                         m.save(cfg.path / 'expansions' / name / f'{n}.safetensors')
+        swaps = sum(len(models) for models in chosen.values()) + (len(next(iter(chosen.values()))) if chosen else 0)
+        bar = progress_bar(None, cfg.progress, total=swaps, desc=f'validate: task {cfg.metric}', unit='swap')
         for name, models in chosen.items():       # one site at a time
             for n, m in models.items():
                 with swapped(site_root(model), {name: m}):
                     task_rows.append(_task_row(cfg, model, dense, n, m, scope=name))
+                bar.update()
         if chosen:                                 # all sites at once, for each method at the chosen k
             for n in next(iter(chosen.values())):
                 reps = {name: models[n] for name, models in chosen.items()}
                 with swapped(site_root(model), reps):
                     task_rows.append(_task_row(cfg, model, dense, n, next(iter(reps.values())), scope='all'))
+                bar.update()
+        bar.close()
         return dict(metric=cfg.metric, dense=dense[cfg.metric], token_errors=token_rows, task=task_rows,
                     cost=cost_rows, threads=torch.get_num_threads(), sites=list(sites), k=cfg.k)
     return _stage(cfg, 'validate', compute, force)
@@ -345,7 +414,7 @@ STAGE_FUNCTIONS = dict(zip(STAGES, (stage_data, stage_adapt, stage_weights, stag
                                     stage_validate)))
 
 def run_stages(cfg: RunConfig, stages: Sequence[str] = STAGES, force: bool = False) -> dict:
-    "Run stages in process (no papermill), in order; returns {stage: summary}."
+    "Run stages in process (no papermill), in order; returns {stage: summary}. Each stage says what it writes where."
     return {s: STAGE_FUNCTIONS[s](cfg, force=force) for s in stages}
 
 # %% ../nbs/07_pipeline.ipynb #cc9f2979
@@ -458,6 +527,8 @@ def run_notebooks(stages: Sequence[str], params: dict, out_dir, timeout: int = 3
     (out_dir / 'notebooks').mkdir(parents=True, exist_ok=True)
     src, done = nbs_dir(), []
     os.environ['TAYLORMLP_STAGE_RUN'] = '1'    # the kernels inherit it: notebooks skip their slow library checks
+    log(f"run folder {out_dir}: stage results <stage>.json and their data (collection/, centres/, expansions/); "
+        f"executed notebooks in {out_dir / 'notebooks'}; progress of long steps shows below")
     for i, stage in enumerate(stages, 1):
         nb_in, nb_out = src / NOTEBOOKS[stage], out_dir / 'notebooks' / NOTEBOOKS[stage]
         log(f"[{i}/{len(stages)}] stage {stage}: {nb_in.name} -> {nb_out}")
@@ -501,7 +572,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r.add_argument('stages', nargs='*', default=['all'], help=f"'all' or some of {', '.join(STAGES)}")
     r.add_argument('--out', default=None, help='run folder (default runs/<model>)')
     r.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
-                   help='notebook parameter, e.g. -p k 64 -p ks 4,16,64 -p model cifar_vit')
+                   help='notebook parameter, e.g. -p k 64 -p ks 4,16,64 -p model cifar_vit; with a CIFAR model, '
+                        '-p epochs N [-p train_samples M|all] trains it here instead of loading ../shared/models')
     r.add_argument('--timeout', type=int, default=3600, help='seconds per notebook cell')
     r.add_argument('--kernel', default='python3')
     sub.add_parser('models', help='list model names')

@@ -22,14 +22,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data import (ArrayDataset, SentencePairs, atomic_write, cache_dir, import_optional, load_dataset,
-                            make_loader, random_crop_flip, shared_dir, spearman, SHARED_ENV, _find_shared)
+from .data import (ArrayDataset, Compose, Normalize, SentencePairs, atomic_write, cache_dir, import_optional,
+                            load_dataset, make_loader, progress_bar, random_crop_flip, say, shared_dir, show_progress,
+                            spearman, SHARED_ENV, _find_shared)
 
 # %% auto #0
-__all__ = ['DIGITS_ARCHS', 'DIGITS_RECIPES', 'SHARED_CHECKPOINTS', 'MODELS', 'MODEL_ALIASES', 'hardware_name', 'read_state_dict',
-           'load_checkpoint', 'save_checkpoint', 'evaluate_classifier', 'train_classifier', 'DigitsMLP', 'digits_vit',
-           'digits_checkpoint_path', 'cifar_vgg16_bn', 'cifar_vit', 'SentenceEncoder', 'minilm_path', 'stsb_spearman',
-           'ModelSpec', 'list_models', 'load_model']
+__all__ = ['DIGITS_ARCHS', 'DIGITS_RECIPES', 'SHARED_CHECKPOINTS', 'CIFAR_RECIPES', 'CPU_SCHEDULES', 'TRAIN_OPTIONS', 'MODELS',
+           'MODEL_ALIASES', 'hardware_name', 'read_state_dict', 'load_checkpoint', 'save_checkpoint',
+           'evaluate_classifier', 'train_classifier', 'DigitsMLP', 'digits_vit', 'digits_checkpoint_path',
+           'cifar_vgg16_bn', 'cifar_vit', 'train_schedule', 'trained_checkpoint_path', 'train_model', 'SentenceEncoder',
+           'minilm_path', 'stsb_spearman', 'ModelSpec', 'list_models', 'load_model']
 
 # %% ../nbs/03_weights.ipynb #897cfe35
 def _library_versions() -> dict[str, str]:
@@ -112,19 +114,54 @@ def save_checkpoint(model: nn.Module, path: str | Path, card: dict | None = None
     return path
 
 # %% ../nbs/03_weights.ipynb #8809b8a5
+def _batch_safe(transform) -> bool:
+    "True for transforms that give the same result on a batch as on each item (elementwise, no randomness)."
+    return transform is None or isinstance(transform, Normalize) or (
+        isinstance(transform, Compose) and all(_batch_safe(t) for t in transform.transforms))
+
+
+def _fast_path(ds) -> bool:
+    "In-memory data sets whose batches can be cut straight from the tensor (no per-item Python, no collation)."
+    return isinstance(ds, ArrayDataset) and _batch_safe(ds.transform)
+
+
+class _TensorBatches:
+    """The batches `make_loader(ds, batch_size, shuffle, seed)` gives, cut from the raw tensor kept on `device`.
+
+    Same items in the same order, bit for bit (the transform is elementwise): each epoch draws from the loader's
+    generator exactly as a DataLoader iterator does (one base seed, then the sampler's permutation), so a run can
+    switch between the two routes. On a GPU the whole uint8 data set (150 MB for CIFAR-10) stays on the device."""
+    def __init__(self, ds: ArrayDataset, loader: DataLoader, device: torch.device):
+        self.ds, self.loader, self.device = ds, loader, device
+        self.data, self.targets = ds.data.to(device), ds.targets.to(device)
+
+    def __len__(self) -> int: return len(self.loader)
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_(generator=self.loader.generator)  # as _BaseDataLoaderIter does
+        for idx in self.loader.batch_sampler:
+            idx = torch.as_tensor(idx, device=self.device)
+            x = self.data[idx]
+            yield (self.ds.transform(x) if self.ds.transform is not None else x), self.targets[idx]
+
+
 def evaluate_classifier(model: nn.Module, loader: DataLoader | Dataset, device: str | torch.device = 'cpu',
-                        return_logits: bool = False, batch_size: int = 256, progress: bool = False) -> dict:
+                        return_logits: bool = False, batch_size: int = 256, progress: bool | None = False) -> dict:
     """Top-1 accuracy and mean cross-entropy of `model` on `loader` (a DataLoader, or a Dataset batched by `batch_size`).
 
     Returns `dict(accuracy, loss, n)` plus `logits` and `targets` (CPU tensors) when `return_logits=True`.
+    `progress`: a bar over the batches (None: `show_progress()`).
     """
-    if not isinstance(loader, DataLoader): loader = make_loader(loader, batch_size)
+    device = torch.device(device)
+    if isinstance(loader, DataLoader): batches = loader
+    elif _fast_path(loader): batches = _TensorBatches(loader, make_loader(loader, batch_size), device)
+    else: batches = make_loader(loader, batch_size)
     was_training = model.training
     model.eval()
     logits, targets = [], []
     with torch.inference_mode():
-        for x, y in tqdm(loader, desc='evaluate', disable=not progress, leave=False):
-            logits.append(model(x.to(device)).float().cpu()); targets.append(torch.as_tensor(y))
+        for x, y in progress_bar(batches, progress, desc='evaluate', unit='batch', leave=False):
+            logits.append(model(x.to(device)).float().cpu()); targets.append(torch.as_tensor(y).cpu())
     model.train(was_training)
     if not logits: raise ValueError('evaluate_classifier got an empty loader; pass a non-empty data set')
     logits, targets = torch.cat(logits), torch.cat(targets).long()
@@ -134,12 +171,26 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader | Dataset, device: 
     return out
 
 
+def _load_train_state(state_path: Path | None, recipe: dict, progress) -> dict | None:
+    "The per-epoch training state saved at `state_path` if it belongs to the same recipe, else None."
+    if state_path is None or not state_path.is_file(): return None
+    try: state = torch.load(state_path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        say(f'ignoring unreadable training state {state_path} ({type(e).__name__}); starting from epoch 1', progress)
+        return None
+    if state.get('recipe') != recipe:
+        say(f'ignoring training state {state_path}: it was saved with another recipe; starting from epoch 1', progress)
+        return None
+    return state
+
+
 def train_classifier(model: nn.Module, train_ds: Dataset, test_ds: Dataset | None = None, epochs: int = 10,
                      lr: float = 1e-3, batch_size: int = 128, seed: int = 0, device: str | torch.device = 'cpu',
-                     augment: bool | Callable[[Tensor], Tensor] = False, progress: bool = True,
+                     augment: bool | Callable[[Tensor], Tensor] = False, progress: bool | None = None,
                      weight_decay: float = 0.05, optimizer: str = 'adamw', label_smoothing: float = 0.0,
                      warmup: float = 0.15, amp: bool | None = None, num_workers: int = 0,
-                     num_threads: int | None = None) -> tuple[nn.Module, dict]:
+                     num_threads: int | None = None, state_path: str | Path | None = None,
+                     desc: str = 'train') -> tuple[nn.Module, dict]:
     """Train `model` on `train_ds` with a one-cycle schedule; return `(model in eval mode, metrics)`.
 
     Parameters
@@ -149,6 +200,11 @@ def train_classifier(model: nn.Module, train_ds: Dataset, test_ds: Dataset | Non
     amp : bf16 autocast; default on for CUDA, off on CPU.
     num_threads : torch CPU threads while training (restored after); 1 suits tiny models, whose ops are too small
         to gain from threads and lose badly when another process shares the cores.
+    progress : a bar over the training steps (epoch and loss in its postfix) and over the final evaluation;
+        None: `show_progress()` (on, except under test runners).
+    state_path : resume file. After every epoch the model, optimiser, schedule, RNG states and history are saved
+        there (atomically); a later call with the same recipe and `state_path` continues after the last finished
+        epoch and ends with the same weights as an uninterrupted run. The caller deletes it when done.
     Metrics: accuracy/test_loss/n_test (when `test_ds` is given), train_loss, history, the recipe, hardware,
     library versions and seconds.
     """
@@ -159,44 +215,69 @@ def train_classifier(model: nn.Module, train_ds: Dataset, test_ds: Dataset | Non
         torch.set_num_threads(num_threads)
         try:
             return train_classifier(model, train_ds, test_ds, epochs, lr, batch_size, seed, device, augment, progress,
-                                    weight_decay, optimizer, label_smoothing, warmup, amp, num_workers)
+                                    weight_decay, optimizer, label_smoothing, warmup, amp, num_workers,
+                                    state_path=state_path, desc=desc)
         finally: torch.set_num_threads(previous)
     if augment is True: augment = random_crop_flip
     device = torch.device(device)
     amp = device.type == 'cuda' if amp is None else amp
     loader = make_loader(train_ds, batch_size, shuffle=True, seed=seed, num_workers=num_workers)
+    batches = _TensorBatches(train_ds, loader, device) if _fast_path(train_ds) and num_workers == 0 else loader
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if optimizer == 'adamw' else
            torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader), pct_start=warmup)
-    history, start = [], time.perf_counter()
+    recipe = {'epochs': epochs, 'lr': lr, 'batch_size': batch_size, 'seed': seed, 'optimizer': optimizer,
+              'weight_decay': weight_decay, 'label_smoothing': label_smoothing, 'warmup': warmup,
+              'augment': getattr(augment, '__name__', repr(augment)), 'amp': amp, 'n_train': len(train_ds)}
+    state_path = Path(state_path) if state_path is not None else None
+    state = _load_train_state(state_path, recipe, progress)
+    history, done = [], 0
     with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
         torch.manual_seed(seed)
-        bar = tqdm(range(epochs), desc='train', disable=not progress)
-        for epoch in bar:
-            model.train()
-            total, count = torch.zeros((), device=device), 0
-            for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if augment: x = augment(x)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step(); sched.step()
-                total += loss.detach() * len(y); count += len(y)
-            history.append({'epoch': epoch + 1, 'train_loss': (total / count).item(),
-                            'seconds': round(time.perf_counter() - start, 2)})
-            bar.set_postfix(loss=f"{history[-1]['train_loss']:.4f}")
+        if state is not None:
+            model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer'])
+            sched.load_state_dict(state['scheduler']); loader.generator.set_state(state['loader_rng'])
+            torch.set_rng_state(state['rng'])
+            if device.type == 'cuda' and 'cuda_rng' in state: torch.cuda.set_rng_state(state['cuda_rng'], device)
+            history, done = list(state['history']), int(state['epoch'])
+            say(f'{desc}: resuming after epoch {done}/{epochs} from {state_path}', progress)
+        start = time.perf_counter() - (history[-1]['seconds'] if history else 0.0)
+        bar = progress_bar(None, progress, total=epochs * len(loader), initial=done * len(loader), desc=desc,
+                           unit='step')
+        try:
+            for epoch in range(done, epochs):
+                model.train()
+                total, count = torch.zeros((), device=device), 0
+                for x, y in batches:
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    if augment: x = augment(x)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step(); sched.step()
+                    total += loss.detach() * len(y); count += len(y)
+                    bar.update()
+                history.append({'epoch': epoch + 1, 'train_loss': (total / count).item(),
+                                'seconds': round(time.perf_counter() - start, 2)})
+                bar.set_postfix(epoch=f'{epoch + 1}/{epochs}', loss=f"{history[-1]['train_loss']:.4f}")
+                if state_path is not None:
+                    snapshot = {'recipe': recipe, 'epoch': epoch + 1, 'history': history,
+                                'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(),
+                                'loader_rng': loader.generator.get_state(), 'rng': torch.get_rng_state()}
+                    if device.type == 'cuda': snapshot['cuda_rng'] = torch.cuda.get_rng_state(device)
+                    with atomic_write(state_path) as tmp: torch.save(snapshot, tmp)
+        finally: bar.close()
     model.eval()
-    metrics = {'train_loss': history[-1]['train_loss'], 'epochs': epochs, 'lr': lr, 'batch_size': batch_size,
-               'seed': seed, 'optimizer': optimizer, 'weight_decay': weight_decay, 'label_smoothing': label_smoothing,
-               'augment': getattr(augment, '__name__', repr(augment)), 'amp': amp, 'n_train': len(train_ds),
-               'device': str(device), 'hardware': hardware_name(device), 'versions': _library_versions(),
-               'train_seconds': round(time.perf_counter() - start, 2), 'history': history}
+    metrics = {'train_loss': history[-1]['train_loss'], **recipe, 'device': str(device),
+               'hardware': hardware_name(device), 'versions': _library_versions(),
+               'train_seconds': round(time.perf_counter() - start, 2), 'resumed_after_epoch': done or None,
+               'history': history}
     if test_ds is not None:
-        res = evaluate_classifier(model, make_loader(test_ds, 512, num_workers=num_workers), device)
+        res = evaluate_classifier(model, test_ds, device, batch_size=512, progress=progress)
         metrics.update(accuracy=res['accuracy'], test_loss=res['loss'], n_test=res['n'])
     return model, metrics
 
@@ -279,22 +360,140 @@ def cifar_vit(num_classes: int = 10) -> nn.Module:
 SHARED_CHECKPOINTS = {'cifar_vgg16_bn': ('cifar10_vgg', cifar_vgg16_bn), 'cifar_vit': ('cifar10_vit', cifar_vit)}
 
 
-def _shared_model(name: str, pretrained: bool, num_classes: int | None) -> nn.Module:
+def _shared_model(name: str, pretrained: bool, num_classes: int | None, train: bool = False,
+                  device: str | torch.device = 'cpu', **train_kw) -> nn.Module:
     stem, build = SHARED_CHECKPOINTS[name]
     if pretrained and num_classes not in (None, 10):
         raise ValueError(f'{name} is trained on the 10 CIFAR-10 classes; pass num_classes=None/10 or pretrained=False')
-    model = build(num_classes=num_classes or 10)
-    if not pretrained: return model
+    unknown = set(train_kw) - set(TRAIN_OPTIONS) - set(CIFAR_RECIPES[name])
+    if unknown:
+        raise TypeError(f'{name}: unknown options {sorted(unknown)}; training options are '
+                        f'{sorted(set(TRAIN_OPTIONS) | set(CIFAR_RECIPES[name]))}')
+    if not pretrained: return build(num_classes=num_classes or 10)
+    if train or set(train_kw) - {'progress'}:   # epochs=, train_samples=, lr=, ... ask for the training route
+        return train_model(name, device=device, **train_kw)
+    model = build(num_classes=10)
     shared, searched = _find_shared()
     card = shared / 'models' / f'{stem}.json' if shared is not None else None
     if card is None or not card.is_file():
         where = card or f'models/{stem}.json in a shared folder ({searched})'
+        full, short = CIFAR_RECIPES[name]['epochs'], CPU_SCHEDULES[name]
         raise FileNotFoundError(
             f'{name}: checkpoint card {where} not found. Fix: set {SHARED_ENV} to the folder holding models/{stem}.json; '
-            f"or train it: model = load_model('{name}', pretrained=False); train_classifier(model, "
-            "load_dataset('cifar10', download=True), load_dataset('cifar10', 'test', download=True), augment=True, "
-            "device='cuda', ...); or use an online ImageNet model (load_model('vgg16_bn') or a timm name).")
+            f"or train it here in one call (cached under {cache_dir() / 'checkpoints'}): "
+            f"load_model('{name}', train=True, device='cuda') for the full schedule ({full} epochs), "
+            f"load_model('{name}', train=True) on the CPU for a short one ({short['epochs']} epoch(s) on "
+            f"{short['train_samples']:,} images), or `taylormlp run weights -p model {name} -p epochs 1`; "
+            "or use an online ImageNet model (load_model('vgg16_bn') or a timm name).")
     return load_checkpoint(model, card)
+
+# %% ../nbs/03_weights.ipynb #47c50ae6
+CIFAR_RECIPES = {  # the recipes of shared/models/README.md; epochs: the full (GPU) schedule
+    'cifar_vgg16_bn': dict(optimizer='sgd', lr=0.2, weight_decay=5e-4, label_smoothing=0.0, batch_size=512,
+                           warmup=0.15, epochs=400, seed=0),
+    'cifar_vit': dict(optimizer='adamw', lr=2e-3, weight_decay=0.05, label_smoothing=0.1, batch_size=512,
+                      warmup=0.05, epochs=190, seed=0),
+}
+CPU_SCHEDULES = {  # the short schedules used without a GPU: the whole route in minutes on two cores
+    'cifar_vgg16_bn': dict(epochs=1, train_samples=2000, batch_size=128, lr=0.05),
+    'cifar_vit': dict(epochs=1, train_samples=5000, batch_size=128),
+}
+TRAIN_OPTIONS = ('train', 'epochs', 'train_samples', 'eval_samples', 'data_root', 'download', 'retrain', 'progress')
+
+
+def train_schedule(name: str, device: str | torch.device = 'cpu', epochs: int | None = None,
+                   train_samples: int | str | None = None, **recipe) -> dict:
+    """The full training recipe of `name` on `device`: `CIFAR_RECIPES`, the CPU short schedule off GPUs, then overrides.
+
+    `train_samples`: None (the device's default: all 50,000 on a GPU), `'all'`, or a number of images."""
+    if name not in CIFAR_RECIPES:
+        raise ValueError(f'{name!r} has no training recipe here; trainable: {list(CIFAR_RECIPES)} (the digits models '
+                         f"train on first use: load_model('digits_vit', epochs=...))")
+    unknown = set(recipe) - set(CIFAR_RECIPES[name])
+    if unknown: raise TypeError(f'{name}: unknown recipe options {sorted(unknown)}; valid: {sorted(CIFAR_RECIPES[name])}')
+    gpu = torch.device(device).type == 'cuda'
+    short = {} if gpu else dict(CPU_SCHEDULES[name])
+    default_samples = short.pop('train_samples', 'all')
+    out = {**CIFAR_RECIPES[name], **short, **recipe}
+    if epochs is not None: out['epochs'] = epochs
+    if not isinstance(out['epochs'], int) or out['epochs'] <= 0:
+        raise ValueError(f"epochs={out['epochs']!r}: pass a positive integer")
+    samples = default_samples if train_samples is None else train_samples
+    if samples != 'all' and (not isinstance(samples, int) or samples <= 0):
+        raise ValueError(f"train_samples={train_samples!r}: pass a positive integer or 'all'")
+    default = epochs is None and train_samples is None and not recipe
+    out.update(train_samples=samples, schedule=('full' if gpu else 'short (CPU default)') if default else 'custom')
+    return out
+
+
+def trained_checkpoint_path(name: str, schedule: dict, data_root: str | Path | None = None) -> Path:
+    "Cache path of `name` trained with `schedule` (a `train_schedule`) on CIFAR-10 (from `data_root` if given)."
+    spec = {'name': name, 'recipe': {k: v for k, v in schedule.items() if k != 'schedule'},
+            'data': f"cifar10 train, crop+flip{'' if data_root is None else ', root ' + str(data_root)}",
+            'architecture': MODELS[name].description}
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_dir() / 'checkpoints' / f'{name}-{key}.safetensors'
+
+
+def train_model(name: str, epochs: int | None = None, device: str | torch.device = 'cpu',
+                train_samples: int | str | None = None, eval_samples: int | None = None,
+                data_root: str | Path | None = None, download: bool = True, retrain: bool = False,
+                progress: bool | None = None, **recipe) -> nn.Module:
+    """Train `name` ('cifar_vgg16_bn' or 'cifar_vit') on CIFAR-10, or load it from the cache if already trained.
+
+    Parameters
+    ----------
+    epochs : None: the recipe's full schedule on a GPU, the short schedule on a CPU (`CPU_SCHEDULES`).
+    device : 'cuda' (bf16 autocast) or 'cpu'.
+    train_samples : None (the device's default), 'all', or a seeded stratified subset of this many training images.
+    eval_samples : test images for the card's accuracy (None: all 10,000).
+    data_root : folder holding CIFAR-10 (`train.npz`/`test.npz`, or torchvision's files); None: `../shared/data/cifar10`.
+    download : allow torchvision's CIFAR-10 download when no offline copy exists.
+    retrain : train even if a cached checkpoint exists (it is replaced).
+    progress : bars and one-line messages (None: `show_progress()`).
+    recipe : overrides of `CIFAR_RECIPES[name]` (lr, batch_size, weight_decay, label_smoothing, warmup, optimizer, seed).
+    Returns the model in eval mode on `device`, with `.card` (the JSON card) and `.checkpoint` (its path).
+    """
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but no CUDA GPU is available here: use device='cpu' (short schedule).")
+    schedule = train_schedule(name, device, epochs, train_samples, **recipe)
+    stem, build = SHARED_CHECKPOINTS[name]
+    path = trained_checkpoint_path(name, schedule, data_root)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(schedule['seed'])
+        model = build(num_classes=10)
+    if path.is_file() and not retrain:
+        load_checkpoint(model, path)
+        say(f"{name}: loaded the trained checkpoint {path} ({model.card.get('epochs')} epochs on "
+            f"{model.card.get('n_train', 0):,} images, test accuracy {model.card.get('accuracy', float('nan')):.2%})", progress)
+        model.checkpoint = path
+        return model.to(device).eval()
+    limit = None if schedule['train_samples'] == 'all' else schedule['train_samples']
+    try:
+        train = load_dataset('cifar10', 'train', root=data_root, download=download, limit=limit,
+                             seed=schedule['seed'], progress=progress)
+        test = load_dataset('cifar10', 'test', root=data_root, download=download, limit=eval_samples,
+                            seed=schedule['seed'], progress=progress)
+    except (FileNotFoundError, RuntimeError, ImportError) as e:
+        raise type(e)(f'Cannot train {name}: no CIFAR-10 data. {e} (No trained checkpoint is cached at {path} '
+                      f'either; with ../shared/models present, load_model({name!r}) loads the shared one.)') from e
+    partial = path.with_suffix('.partial.pt')
+    say(f"{name}: training {schedule['epochs']} epoch(s) on {len(train):,} CIFAR-10 images on {hardware_name(device)} "
+        f"({schedule['schedule']} schedule); checkpoint -> {path}, resumable from {partial}", progress)
+    fit = {k: schedule[k] for k in ('epochs', 'lr', 'batch_size', 'seed', 'weight_decay', 'optimizer',
+                                    'label_smoothing', 'warmup')}
+    model, metrics = train_classifier(model, train, test, device=device, augment=True, progress=progress,
+                                      state_path=partial, desc=f'train {name}', **fit)
+    card = {'name': name, 'architecture': MODELS[name].description, 'data': f'CIFAR-10 train ({len(train):,} images), '
+            f'test ({len(test):,} images)', 'schedule': schedule['schedule'], 'recipe': schedule,
+            'recipe_source': 'shared/models/README.md', **metrics, 'created': time.strftime('%Y-%m-%d %H:%M:%S')}
+    save_checkpoint(model, path, card)   # the finished checkpoint first, then the resume file goes
+    partial.unlink(missing_ok=True)
+    say(f"{name}: test accuracy {card['accuracy']:.2%} on {card['n_test']:,} images after {card['epochs']} epoch(s) "
+        f"in {card['train_seconds']:.0f} s; saved {path} and its card {path.with_suffix('.json').name}", progress)
+    model.card, model.checkpoint = card, path
+    return model.eval()
 
 # %% ../nbs/03_weights.ipynb #2e60f67d
 class SentenceEncoder(nn.Module):
@@ -329,7 +528,7 @@ class SentenceEncoder(nn.Module):
         was_training = self.training
         self.eval()
         with torch.inference_mode():
-            for i in tqdm(range(0, len(sentences), batch_size), desc='encode', disable=not progress, leave=False):
+            for i in progress_bar(range(0, len(sentences), batch_size), progress, desc='encode', leave=False):
                 idx = order[i:i + batch_size]
                 features = {k: v.to(device) for k, v in self.tokenize([sentences[j] for j in idx]).items()}
                 out[torch.as_tensor(idx)] = self(**features).float().cpu()
@@ -478,9 +677,12 @@ def load_model(name: str, pretrained: bool = True, num_classes: int | None = Non
     num_classes : output classes (None keeps the model's own); with pretrained torchvision weights a new last layer.
     checkpoint : load weights from this file instead (`.safetensors`, sharded card `.json`, `.pt`).
     kw : passed to the builder (digits models: recipe overrides such as `epochs=`, plus `progress=`, `retrain=`;
-        timm: `create_model` options; sentence encoders: `pooling=`, `normalize=`).
+        CIFAR models: `train=True` and/or `train_model` options such as `epochs=`, `train_samples=` train here
+        (cached) instead of loading the shared checkpoint; timm: `create_model` options; sentence encoders:
+        `pooling=`, `normalize=`).
     """
     name, build = _resolve(name)
+    if name in CIFAR_RECIPES: kw['device'] = device   # the training route trains on it
     model = build(pretrained and checkpoint is None, num_classes, **kw)
     if checkpoint is not None: load_checkpoint(model, checkpoint)
     return model.to(device).eval()

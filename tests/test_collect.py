@@ -229,3 +229,15 @@ def test_configuration_mismatch_and_other_errors(job, tmp_path):
         collect(Twice(), None, [torch.randn(2, 4)], tmp_path / 'f', progress=False)
     with pytest.raises(TypeError, match='Cannot feed a batch of type str'):
         collect(Twice(), None, ['not a tensor'], tmp_path / 'g', progress=False)
+
+
+def test_progress_says_where_and_is_quiet_by_default_in_tests(job, tmp_path, capsys):
+    "progress=None is quiet under pytest; progress=True prints where the rows go and draws a bar with a total."
+    collect(job.make_model(), None, job.Batches(n=2), tmp_path / 'quiet', shard_tokens=64)
+    out = capsys.readouterr()
+    assert out.out == '' and out.err == ''
+    collect(job.make_model(), None, job.Batches(n=2), tmp_path / 'loud', shard_tokens=64, progress=True,
+            desc='collect train')
+    out = capsys.readouterr()
+    assert f"collect train: recording 2 site(s) into {tmp_path / 'loud'}" in out.out
+    assert 'collect train' in out.err and 'batch' in out.err     # the tqdm bar (stderr)

@@ -281,3 +281,39 @@ def test_stsb_splits():
         load_dataset('stsb', 'test')
     sub = load_dataset('stsb', 'dev', limit=50, seed=0)
     assert len(sub) == 50 and len(sub.sentence1) == 50
+
+
+def test_progress_flag_defaults(monkeypatch, capsys):
+    "Bars and messages: on by default, off under test runners or TAYLORMLP_PROGRESS=0, explicit flags win."
+    assert data.show_progress() is False                       # pytest is running
+    assert data.show_progress(True) is True
+    monkeypatch.setenv('TAYLORMLP_PROGRESS', '1')
+    assert data.show_progress() is True
+    monkeypatch.setenv('TAYLORMLP_PROGRESS', 'off')
+    assert data.show_progress() is False and data.show_progress(True) is True
+    data.say('hidden')
+    data.say('shown', progress=True)
+    assert capsys.readouterr().out == 'shown\n'
+    assert list(data.progress_bar(range(3))) == [0, 1, 2]
+
+
+def test_cifar_decode_says_where_the_cache_goes(tmp_path, monkeypatch, capsys):
+    "The first decode of a CIFAR npz names the cache file and shows a bar; the second load is silent and cached."
+    import io
+    from PIL import Image
+    jpegs = []
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(buf, format='JPEG')
+        jpegs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    offsets = np.cumsum([0] + [len(j) for j in jpegs])
+    np.savez(tmp_path / 'test.npz', jpeg=np.concatenate(jpegs), offsets=offsets, labels=np.array([0, 1, 2], np.uint8),
+             classes=np.array(['a', 'b', 'c']))
+    monkeypatch.setenv('TAYLORMLP_CACHE', str(tmp_path / 'cache'))
+    images, labels, classes = data.decode_cifar_npz(tmp_path / 'test.npz', progress=True)
+    out = capsys.readouterr()
+    assert images.shape == (3, 32, 32, 3) and classes == ['a', 'b', 'c']
+    assert f"decoding 3 JPEGs of {tmp_path / 'test.npz'} once; the array is cached in {tmp_path / 'cache' / 'cifar10'}" in out.out
+    assert 'decode test' in out.err
+    data.decode_cifar_npz(tmp_path / 'test.npz', progress=True)
+    assert capsys.readouterr().out == ''

@@ -1,4 +1,5 @@
 "Integration tests for taylormlp.weights (stage 3). Shared-checkpoint and STS-B tests skip when ../shared is absent."
+import json
 import math
 import urllib.error
 
@@ -81,7 +82,8 @@ def test_shared_checkpoint_missing_points_to_fixes(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as e:
         load_model('cifar_vit')
     msg = str(e.value)
-    assert str(tmp_path / 'models' / 'cifar10_vit.json') in msg and 'TAYLORMLP_SHARED' in msg and 'train_classifier' in msg
+    assert str(tmp_path / 'models' / 'cifar10_vit.json') in msg and 'TAYLORMLP_SHARED' in msg
+    assert "load_model('cifar_vit', train=True" in msg and '-p epochs 1' in msg
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
@@ -168,6 +170,101 @@ def test_train_classifier_is_seeded_and_reports():
     assert m['augment'] == 'random_crop_flip' and 'accuracy' not in m and math.isfinite(m['train_loss'])
     with pytest.raises(ValueError, match="'adamw' or 'sgd'"):
         train_classifier(a, train, optimizer='adam')
+
+
+def test_tensor_batches_match_the_dataloader_route():
+    "In-memory data sets are batched straight from the tensor: same batches, same weights as the DataLoader route."
+    train, test = load_dataset('digits'), load_dataset('digits', 'test')
+
+    def run(ds):
+        torch.manual_seed(0)
+        return train_classifier(DigitsMLP(), ds, test, epochs=2, lr=3e-3, batch_size=64, progress=False, num_threads=1)
+    (a, ma), (b, mb) = run(train), run(torch.utils.data.Subset(train, range(len(train))))  # Subset: the DataLoader route
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert ma['accuracy'] == mb['accuracy']
+
+
+def test_training_resumes_after_an_interruption(tmp_path):
+    "The per-epoch state file lets an interrupted run continue and end with the weights of an uninterrupted one."
+    train = load_dataset('synthetic', shape=(12,), num_classes=3, seed=2)
+    net = lambda: nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    kw = dict(epochs=3, lr=1e-2, batch_size=64, progress=False)
+    torch.manual_seed(0)
+    reference, _ = train_classifier(net(), train, augment=lambda x: x, **kw)
+    calls, state = [], tmp_path / 'run.partial.pt'
+
+    def identity(x):   # the first run dies in its second epoch (8 batches per epoch)
+        calls.append(1)
+        if len(calls) == 10: raise KeyboardInterrupt
+        return x
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(net(), train, augment=identity, state_path=state, **kw)
+    saved = torch.load(state, weights_only=True)
+    assert saved['epoch'] == 1 and len(saved['history']) == 1
+    torch.manual_seed(0)
+    resumed, metrics = train_classifier(net(), train, augment=identity, state_path=state, **kw)
+    assert metrics['resumed_after_epoch'] == 1 and len(metrics['history']) == 3
+    assert all(torch.equal(p, q) for p, q in zip(reference.parameters(), resumed.parameters()))
+    # another recipe ignores the stale state and starts over
+    _, other = train_classifier(net(), train, state_path=state, **{**kw, 'lr': 5e-3})
+    assert other['resumed_after_epoch'] is None
+
+
+def test_cifar_training_route_trains_caches_and_reloads(tmp_path, monkeypatch):
+    "One call trains a CIFAR-10 model on a tiny subset, caches it with its card, and later calls only load it."
+    _require('data', 'cifar10', 'train.npz')
+    from taylormlp.data import cache_dir
+    decoded = cache_dir() / 'cifar10'          # share the decoded-JPEG cache: checkpoints go to tmp, decoding once
+    decoded.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'cifar10').symlink_to(decoded, target_is_directory=True)
+    monkeypatch.setenv('TAYLORMLP_CACHE', str(tmp_path))
+    kw = dict(epochs=1, train_samples=256, eval_samples=256, device='cpu', progress=False)
+    model = weights.train_model('cifar_vit', **kw)
+    path = model.checkpoint
+    assert path.parent == tmp_path / 'checkpoints' and path.name.startswith('cifar_vit-') and path.is_file()
+    assert not path.with_suffix('.partial.pt').exists()      # the resume file goes once the checkpoint is written
+    card = json.loads(path.with_suffix('.json').read_text())
+    assert card['accuracy'] == model.card['accuracy'] and card['history'] == model.card['history']
+    assert card['epochs'] == 1 and card['seed'] == 0 and card['n_train'] == 256 and card['n_test'] == 256
+    assert 0 <= card['accuracy'] <= 1 and card['hardware'] and card['train_seconds'] > 0
+    assert card['versions']['torch'] == torch.__version__ and card['versions']['timm'] != 'absent'
+    recipe = card['recipe']
+    assert (recipe['optimizer'], recipe['lr'], recipe['label_smoothing'], recipe['weight_decay']) == ('adamw', 2e-3, 0.1, 0.05)
+    assert recipe['train_samples'] == 256 and card['schedule'] == 'custom' and card['augment'] == 'random_crop_flip'
+    res = evaluate_classifier(model, load_dataset('cifar10', 'test', limit=256, seed=0))
+    assert res['accuracy'] == pytest.approx(card['accuracy'], abs=1e-6)
+
+    def no_training(*args, **kwargs): raise AssertionError('trained again despite a cached checkpoint')
+    monkeypatch.setattr(weights, 'train_classifier', no_training)
+    again = load_model('cifar_vit', train=True, **{k: v for k, v in kw.items() if k != 'device'})
+    assert again.card['accuracy'] == card['accuracy'] and again.checkpoint == path
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(AssertionError, match='trained again'):     # a different schedule is a different file
+        weights.train_model('cifar_vit', **{**kw, 'epochs': 2})
+    # the pipeline: `epochs` (here with train_samples) makes stage 3 take this route, i.e. the checkpoint cached above
+    from taylormlp.pipeline import RunConfig, stage_weights
+    cfg = RunConfig(model='cifar_vit', out_dir=str(tmp_path / 'run'), epochs=1, train_samples=256, eval_samples=256,
+                    progress=False)
+    summary = stage_weights(cfg)
+    assert summary['training']['checkpoint'] == str(path) and summary['training']['epochs'] == 1
+    assert summary['dense'] == pytest.approx(card['accuracy'], abs=1e-6)   # same 256 test images
+    assert json.loads((tmp_path / 'run' / 'weights.json').read_text())['training']['n_train'] == 256
+    # the default CPU schedule is the short one; the GPU schedule is the full recipe
+    assert weights.train_schedule('cifar_vgg16_bn')['schedule'] == 'short (CPU default)'
+    full = weights.train_schedule('cifar_vgg16_bn', 'cuda')
+    assert (full['optimizer'], full['lr'], full['batch_size'], full['train_samples']) == ('sgd', 0.2, 512, 'all')
+
+
+def test_cifar_training_without_data_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv('TAYLORMLP_SHARED', str(tmp_path))
+    monkeypatch.setenv('TAYLORMLP_CACHE', str(tmp_path / 'cache'))
+    with pytest.raises(FileNotFoundError, match=r"Cannot train cifar_vgg16_bn: no CIFAR-10 data.*download=True"):
+        weights.train_model('cifar_vgg16_bn', epochs=1, download=False, progress=False)
+    with pytest.raises(TypeError, match="unknown options \\['epoch'\\]"):
+        load_model('cifar_vit', epoch=1)
+    with pytest.raises(ValueError, match='no training recipe'):
+        weights.train_model('digits_vit')
 
 
 @pytest.mark.parametrize('name, threshold', [('digits_mlp', 0.95), ('digits_vit', 0.90)])
