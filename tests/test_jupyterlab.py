@@ -1,14 +1,18 @@
-"""The explorer widget in a real JupyterLab: server on 127.0.0.1, headless Chromium through Playwright.
+"""The explorer widget of a real stage notebook in a real JupyterLab: server on 127.0.0.1, headless Chromium through
+Playwright.
 
-Opens a notebook that ends with an explorer (a `k` SelectionSlider and an `order` Dropdown over an Output widget that
-redraws a plotly figure whose title carries the median errors), runs all cells from the Run menu, changes `order`
-and moves `k` with the keyboard, and asserts that the figure's title changed each time, as a user would see it.
+A module fixture first computes the six stages in process (`taylormlp.pipeline.run_stages`, embedded digits ViT,
+small parameters) into a temporary run folder, then writes a copy of a stage notebook parameterised the way papermill
+does it (an injected-parameters cell after the `parameters` cell) that points at that folder; so the notebook's own
+stage call only loads results. The test opens that copy in JupyterLab, runs all cells from the Run menu, changes the
+`order` dropdown and moves the `k` slider with the keyboard, and asserts after each change that the plotted figure's
+data (and its title, which carries the median errors) changed, as a user would see it.
 
-The default notebook is a small stand-in written to tests/artifacts/ (same widgets, same redraw pattern as
-`taylormlp.pipeline.explorer`). Point the test at a stage notebook with
-`TAYLORMLP_LAB_NOTEBOOK=nbs/06_validate.ipynb` (and `TAYLORMLP_LAB_TIMEOUT=<seconds>` for its run-all).
-JupyterLab's autosave is switched off, so the notebook on disk is not touched. Skips without /usr/bin/chromium,
-playwright or jupyterlab; nothing is installed here.
+The default notebook is `nbs/06_validate.ipynb` (the stage whose explorer shows the validated fits; it also runs
+fastest of the stage notebooks here, since the others re-run more library checks). Pick another with
+`TAYLORMLP_LAB_NOTEBOOK=nbs/04_collect.ipynb` (and `TAYLORMLP_LAB_TIMEOUT=<seconds>` for its run-all).
+JupyterLab's autosave is switched off. Skips without /usr/bin/chromium, playwright, jupyterlab or papermill;
+nothing is installed here.
 """
 import json, os, secrets, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 from pathlib import Path
@@ -17,46 +21,36 @@ import pytest
 
 from browser import REPO, CHROMIUM, CHROMIUM_ARGS, ARTIFACTS, require_browser
 
-require_browser('playwright', 'jupyterlab')
+require_browser('playwright', 'jupyterlab', 'papermill')
 
-EXPLORER_CHECK = r'''
-import numpy as np, plotly.graph_objects as go, ipywidgets as W
-from IPython.display import display
-
-rng = np.random.default_rng(0)
-x = rng.normal(size=(2000, 4))
-
-def figure(k, order):
-    "Distance to the nearest of k points against a made-up error of the given order."
-    d = np.linalg.norm(x[:, None] - x[None, :k], axis=-1).min(1)
-    err = 0.1 * d ** (order + 1)
-    fig = go.Figure(go.Scatter(x=d, y=err, mode='markers', marker_size=3, name=f'order {order}'))
-    return fig.update_layout(title=f"explorer check · k={k}: median error order {order} {np.median(err):.1%}",
-                             xaxis_title='distance', yaxis_title='relative error', height=360)
-
-k_w = W.SelectionSlider(options=[4, 16, 64], value=16, description='k', continuous_update=False)
-order_w = W.Dropdown(options=[0, 1, 2], value=1, description='order')
-out = W.Output()
-def redraw(*_):
-    with out:
-        out.clear_output(wait=True)
-        display(figure(k_w.value, order_w.value))
-for w in (k_w, order_w): w.observe(redraw, names='value')
-redraw()
-display(W.VBox([W.HBox([k_w, order_w]), out]))
-'''
+NOTEBOOK = os.environ.get('TAYLORMLP_LAB_NOTEBOOK', 'nbs/06_validate.ipynb')
+# small enough that the stages take seconds here and the explorer redraws in about a second
+STAGE_PARAMS = dict(model='digits_vit', ks=[4, 16], k=4, order=1, fit_samples=300, eval_samples=100, max_tokens=3000,
+                    seed=0)
 
 
-def _explorer_check_notebook() -> Path:
+@pytest.fixture(scope='module')
+def stage_notebook(tmp_path_factory) -> Path:
+    "A parameterised copy (under tests/artifacts/lab, so JupyterLab can open it) of a stage notebook over a finished run."
     import nbformat
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell('# Explorer check\n\nA stand-in for the stage notebooks\' explorer.'),
-                nbformat.v4.new_code_cell(EXPLORER_CHECK.strip())]
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+    from taylormlp.pipeline import RunConfig, run_stages
+    src = (REPO / NOTEBOOK).resolve()
+    assert src.exists(), f"{src} does not exist (TAYLORMLP_LAB_NOTEBOOK)"
+    assert 'explorer(' in src.read_text(), f"{src} has no explorer(...) cell: point TAYLORMLP_LAB_NOTEBOOK elsewhere"
+    out = tmp_path_factory.mktemp('lab_run') / 'digits_vit'
+    t0 = time.perf_counter()
+    run_stages(RunConfig(out_dir=str(out), progress=False, **STAGE_PARAMS))
+    print(f"stages computed in {time.perf_counter() - t0:.0f} s into {out}")
+    nb = load_notebook_node(str(src))    # as papermill reads it (every cell gets a tags list)
     nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3 (ipykernel)', 'language': 'python'}
+    nb = parameterize_notebook(nb, {**STAGE_PARAMS, 'out_dir': str(out), 'interactive': True, 'progress': False},
+                               kernel_name='python3', language='python')
     folder = ARTIFACTS / 'lab'
     folder.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / '.gitignore').write_text('*\n')
-    path = folder / 'explorer_check.ipynb'
+    path = folder / src.name
     nbformat.write(nb, path)
     return path
 
@@ -80,7 +74,8 @@ def lab(tmp_path_factory):
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(tmp / 'config'), 'JUPYTER_RUNTIME_DIR': str(tmp / 'runtime'),
            'JUPYTERLAB_SETTINGS_DIR': str(tmp / 'settings'), 'JUPYTERLAB_WORKSPACES_DIR': str(tmp / 'workspaces'),
-           'PYTHONUNBUFFERED': '1'}
+           'PYTHONUNBUFFERED': '1', 'TAYLORMLP_PROGRESS': '0',
+           'TAYLORMLP_STAGE_RUN': '1'}   # as under `taylormlp run`: the notebooks skip their slow library checks
     cmd = [sys.executable, '-m', 'jupyterlab', '--no-browser', '--ServerApp.ip=127.0.0.1',
            f'--ServerApp.port={port}', '--ServerApp.port_retries=0', f'--IdentityProvider.token={token}',
            f'--ServerApp.root_dir={REPO}', '--LabApp.news_url=', '--LabApp.extension_manager=readonly',
@@ -114,27 +109,26 @@ def lab(tmp_path_factory):
         log.close()
 
 
-def _notebooks():
-    stage = os.environ.get('TAYLORMLP_LAB_NOTEBOOK')
-    return ['explorer_check', pytest.param(stage, id='stage') if stage else pytest.param(
-        None, id='stage', marks=pytest.mark.skip(reason="set TAYLORMLP_LAB_NOTEBOOK=nbs/06_validate.ipynb (a stage "
-                                                        "notebook ending with explorer(...)) to run it in JupyterLab"))]
-
-
 TITLE_JS = """() => { const d = [...document.querySelectorAll('.jupyter-widgets .js-plotly-plot, .widget-output .js-plotly-plot')].pop();
   if (!d || !d.querySelector('.main-svg')) return null;
   const t = d.layout && d.layout.title; return t && (t.text || t); }"""
+# the text of the first cell output that shows a traceback (a failed cell), or null
+FAILED_JS = r"""() => { const o = [...document.querySelectorAll('.jp-OutputArea-output')].find(e => /Traceback \(most recent call last\)/.test(e.innerText));
+  return o ? o.innerText.slice(0, 3000) : null; }"""
+# what is plotted: per trace its name, point count and the sums of x and y (plotly's decoded data)
+DATA_JS = """() => { const d = [...document.querySelectorAll('.jupyter-widgets .js-plotly-plot, .widget-output .js-plotly-plot')].pop();
+  if (!d || !d._fullData) return null;
+  const sum = a => a ? Array.from(a).reduce((s, v) => s + (+v || 0), 0) : 0;
+  return JSON.stringify(d._fullData.map(t => [t.name, t.y ? t.y.length : 0, +sum(t.x).toPrecision(8), +sum(t.y).toPrecision(8)])); }"""
 
 
-@pytest.mark.parametrize('notebook', _notebooks())
-def test_explorer_redraws_in_jupyterlab(lab, notebook):
+def test_explorer_redraws_in_jupyterlab(lab, stage_notebook):
     from playwright.sync_api import sync_playwright
-    path = _explorer_check_notebook() if notebook == 'explorer_check' else (REPO / notebook).resolve()
-    assert path.exists(), f"{path} does not exist"
-    assert 'explorer' in path.read_text(), f"{path} has no explorer(...) cell: point TAYLORMLP_LAB_NOTEBOOK elsewhere"
-    run_timeout = 1000 * int(os.environ.get('TAYLORMLP_LAB_TIMEOUT', 40 if notebook == 'explorer_check' else 600))
+    path = stage_notebook
+    run_timeout = 1000 * int(os.environ.get('TAYLORMLP_LAB_TIMEOUT', 300))
     before = path.read_bytes()
     problems = []
+    changed = lambda js, old: f'() => ({js})() && ({js})() !== {json.dumps(old)}'
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
         try:
@@ -154,30 +148,37 @@ def test_explorer_redraws_in_jupyterlab(lab, notebook):
             # Run > Run All Cells, as a user would
             page.get_by_role('menuitem', name='Run', exact=True).click()
             page.get_by_role('menuitem', name='Run All Cells', exact=True).click()
-            page.wait_for_selector('.widget-dropdown select', timeout=run_timeout)
+            page.wait_for_function(f"() => ({FAILED_JS})() || document.querySelector('.widget-dropdown select')",
+                                   timeout=run_timeout)   # the explorer is drawn, or a cell failed
+            assert not page.evaluate(FAILED_JS), page.evaluate(FAILED_JS)
+            page.wait_for_selector('.widget-dropdown:has(label:text-is("order")) select', timeout=60_000)
             page.wait_for_function(TITLE_JS, timeout=run_timeout)
-            first = page.evaluate(TITLE_JS)
-            assert 'median error' in first, first
-            page.screenshot(path=str(ARTIFACTS / f'lab_{Path(rel).stem}_before.png'))
+            page.wait_for_function(DATA_JS, timeout=60_000)
+            first, data1 = page.evaluate(TITLE_JS), page.evaluate(DATA_JS)
+            assert 'median error' in first and f"k={STAGE_PARAMS['k']}" in first, first
+            page.screenshot(path=str(ARTIFACTS / f'lab_{path.stem}_before.png'))
 
             order = page.locator('.widget-dropdown:has(label:text-is("order")) select').last
             current = order.input_value()
             order.select_option(index=(int(order.evaluate('s => s.selectedIndex')) + 1) % 3)
-            page.wait_for_function(f'() => ({TITLE_JS})() && ({TITLE_JS})() !== {json.dumps(first)}', timeout=60_000)
-            second = page.evaluate(TITLE_JS)
-            assert second != first and 'median error' in second, (first, second)
+            page.wait_for_function(changed(DATA_JS, data1), timeout=60_000)
+            page.wait_for_function(changed(TITLE_JS, first), timeout=60_000)
+            second, data2 = page.evaluate(TITLE_JS), page.evaluate(DATA_JS)
+            assert data2 != data1 and 'median error' in second, (data1, data2, second)
 
             handle = page.locator('.widget-slider:has(label:text-is("k")) .noUi-handle').last
             readout = page.locator('.widget-slider:has(label:text-is("k")) .widget-readout').last
             k_before = readout.inner_text().strip()
             handle.focus()
-            page.keyboard.press('ArrowLeft' if k_before == '64' else 'ArrowRight')
-            page.wait_for_function(f'() => ({TITLE_JS})() && ({TITLE_JS})() !== {json.dumps(second)}', timeout=60_000)
-            third = page.evaluate(TITLE_JS)
+            page.keyboard.press('ArrowLeft' if k_before == str(max(STAGE_PARAMS['ks'])) else 'ArrowRight')
+            page.wait_for_function(changed(DATA_JS, data2), timeout=60_000)
+            page.wait_for_function(changed(TITLE_JS, second), timeout=60_000)
+            third, data3 = page.evaluate(TITLE_JS), page.evaluate(DATA_JS)
             k_after = readout.inner_text().strip()
-            assert k_after != k_before and f'k={k_after}' in third, (k_before, k_after, third)
-            page.screenshot(path=str(ARTIFACTS / f'lab_{Path(rel).stem}_after.png'))
+            assert k_after != k_before and f'k={k_after}' in third and data3 != data2, (k_before, k_after, third)
+            page.screenshot(path=str(ARTIFACTS / f'lab_{path.stem}_after.png'))
             print(f"{rel}: {first!r} -> order changed from {current}: {second!r} -> k {k_before}->{k_after}: {third!r}")
+            assert not page.evaluate(FAILED_JS), page.evaluate(FAILED_JS)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / f'lab_{path.stem}_failure.png'))
             raise
