@@ -5,7 +5,8 @@
 
 Two regimes: (a) one token on one thread (edge inference), (b) 4096 tokens on all threads (batch inference).
 For every shape, k and variant (order 1, order 2 diagonal, least-squares order 1) it times the dense block,
-`TaylorMLP.forward` and the routes of `taylormlp.fast`, and reports
+`TaylorMLP.forward` (route 'TaylorMLP.forward': the library's default path, what `tm(x)` runs, input checks
+included) and the routes of `taylormlp.fast`, and reports
 
 * speed ratio  = dense time / TaylorMLP time (measured),
 * MAC ratio    = dense_multiply_adds / multiply_adds (the limit if time were proportional to multiply-adds),
@@ -85,6 +86,16 @@ def cpu_model() -> str:
             if line.startswith('model name'): return line.split(':', 1)[1].strip()
     except OSError: pass
     return platform.processor() or 'unknown'
+
+def git_commit() -> str:
+    "The repository's commit (with '+dirty' for uncommitted changes), so a row says which `TaylorMLP.forward` it timed."
+    import subprocess
+    try:
+        run = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True, timeout=10,
+                                        cwd=Path(__file__).parent).stdout.strip()
+        commit = run('rev-parse', '--short', 'HEAD')
+        return commit + ('+dirty' if run('status', '--porcelain', '--untracked-files=no', '--', 'taylormlp') else '')
+    except Exception: return 'unknown'
 
 def load_average() -> list[float]:
     try: return [round(v, 2) for v in os.getloadavg()]
@@ -310,7 +321,7 @@ def main(argv=None):
     started = datetime.datetime.now().astimezone()
     hardware = dict(cpu_model=cpu_model(), logical_cpus=os.cpu_count(), threads_batch=torch.get_num_threads(),
                     cpu_capability=torch.backends.cpu.get_cpu_capability(), torch=torch.__version__,
-                    python=platform.python_version(), platform=platform.platform(),
+                    python=platform.python_version(), platform=platform.platform(), taylormlp_commit=git_commit(),
                     date=started.isoformat(timespec='seconds'), load_average_start=load_average())
     print(f"{hardware['cpu_model']}, {hardware['logical_cpus']} CPUs ({hardware['cpu_capability']}), torch "
           f"{hardware['torch']}; load average {hardware['load_average_start']}")

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .taylor import nearest
+
 # %% auto #0
 __all__ = ['KMEANS_METHODS', 'KMeansResult', 'pairwise_sqdist', 'nearest_centre', 'kmeans_plus_plus', 'TorchKMeans',
            'OnlineKMeans', 'kmeans']
@@ -162,17 +164,10 @@ def nearest_centre(x: Tensor, centres: Tensor, chunk_size: Optional[int] = None,
     _check_pair(x, centres)
     dtype = _compute_dtype(x, centres, dtype)
     c = centres.to(dtype)
-    c_sq = c.square().sum(1)
-    labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    sqdist = torch.empty(x.shape[0], dtype=dtype, device=x.device)
     rows = _rows_per_chunk(max(c.shape[0], x.shape[1]), chunk_size)
-    for start in range(0, x.shape[0], rows):
-        part = x[start:start + rows].to(dtype)
-        best, index = torch.addmm(c_sq, part, c.T, alpha=-2).min(1)     # ||c||^2 - 2 x.c has the same argmin
-        labels[start:start + rows] = index
-        part_sq = part.square().sum(1) if x_sq_norms is None else x_sq_norms[start:start + rows]
-        sqdist[start:start + rows] = best.add_(part_sq).clamp_min_(0)
-    return labels, sqdist
+    labels, score = nearest(x, c, c.square().sum(1), rows)     # casts x to `dtype` one chunk at a time
+    x_sq = _sq_norms(x, dtype, chunk_size) if x_sq_norms is None else x_sq_norms
+    return labels, score.add_(x_sq).clamp_min_(0)
 
 # %% ../nbs/05_cluster.ipynb #fa1de08f
 def kmeans_plus_plus(x: Tensor, k: int, generator: Optional[torch.Generator] = None,

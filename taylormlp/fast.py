@@ -11,75 +11,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from .taylor import TaylorMLP
+from .taylor import TaylorMLP, nearest, grouped_affine
 
 # %% auto #0
 __all__ = ['ROUTES', 'load_extension', 'FastTaylorMLP']
 
 # %% ../nbs/08_fast.ipynb #15c708f3
-def _nearest(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, chunk_elements: int = 1 << 22) -> Tensor:
-    "Index of the nearest centre for each row of `x` (argmin of ||c||² - 2 x·c), one GEMM per chunk of rows."
-    n, k = x.shape[0], centres.shape[0]
-    step = max(1, chunk_elements // max(k, 1))
-    if n <= step: return torch.addmm(centre_sq_norms, x, centres.t(), beta=1.0, alpha=-2.0).argmin(1)
-    parts: list[Tensor] = []
-    for s in range(0, n, step):
-        parts.append(torch.addmm(centre_sq_norms, x[s:s + step], centres.t(), beta=1.0, alpha=-2.0).argmin(1))
-    return torch.cat(parts)
-
 def _eager_forward(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, slopes: Tensor, intercepts: Tensor,
-                   hessian_diags: Tensor, order: int, padded: bool, max_padding: float) -> Tensor:
-    "Rows `x` `[N, d_in]` through the piecewise map; TorchScript-compatible (see `FastTaylorMLP`)."
-    n, k, d_out = x.shape[0], centres.shape[0], intercepts.shape[1]
-    if n == 1:
-        v = x[0]
-        c = int(torch.addmv(centre_sq_norms, centres, v, beta=1.0, alpha=-2.0).argmin())
-        if order == 0: return intercepts[c:c + 1].clone()
-        y = torch.addmv(intercepts[c], slopes[c], v)
-        if order == 2:
-            u = v - centres[c]
-            y = torch.addmv(y, hessian_diags[c], u * u, beta=1.0, alpha=0.5)
-        return y.unsqueeze(0)
-    index = _nearest(x, centres, centre_sq_norms)
-    if order == 0: return intercepts.index_select(0, index)
-    sorted_index, perm = torch.sort(index)
-    counts = torch.bincount(index, minlength=k)
-    xs = x.index_select(0, perm)
-    sq = xs
-    if order == 2:
-        u = xs - centres.index_select(0, sorted_index)
-        sq = u * u
-    if padded:
-        m = int(counts.max())
-        if k * m <= max_padding * n:
-            starts = torch.cumsum(counts, 0) - counts
-            pos = torch.arange(n, device=x.device) - starts.index_select(0, sorted_index)
-            block = torch.zeros(k, m, x.shape[1], dtype=x.dtype, device=x.device)
-            block.index_put_((sorted_index, pos), xs)
-            out = torch.baddbmm(intercepts.unsqueeze(1), block, slopes.transpose(1, 2))
-            if order == 2:
-                block.index_put_((sorted_index, pos), sq)
-                out.baddbmm_(block, hessian_diags.transpose(1, 2), beta=1.0, alpha=0.5)
-            pos_in_token_order = torch.empty_like(pos).index_copy_(0, perm, pos)
-            return out[index, pos_in_token_order]
-    ends: list[int] = torch.cumsum(counts, 0).tolist()
-    out = torch.empty(n, d_out, dtype=x.dtype, device=x.device)
-    start = 0
-    for c in range(k):                    # a loop over clusters, never over tokens
-        end = ends[c]
-        if end > start:
-            torch.addmm(intercepts[c], xs[start:end], slopes[c].t(), out=out[start:end])
-            if order == 2: out[start:end].addmm_(sq[start:end], hessian_diags[c].t(), beta=1.0, alpha=0.5)
-        start = end
-    return torch.empty_like(out).index_copy_(0, perm, out)
+                   hessian_diags: Tensor, order: int, max_padding: float) -> Tensor:
+    "Rows `x` `[N, d_in]` through the piecewise map: `nearest`, then `grouped_affine` (no gathering; padded if `max_padding > 0`)."
+    index = nearest(x, centres, centre_sq_norms, 0, False)[0]
+    return grouped_affine(x, index, centres, slopes, intercepts, hessian_diags, order, 0, max_padding)
 
 # %% ../nbs/08_fast.ipynb #562ef45b
 def _grouped_mm_forward(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, slopes: Tensor, intercepts: Tensor,
                         hessian_diags: Tensor, order: int) -> Tensor:
     "Many rows through the piecewise map with one `F.grouped_mm` per order (one token goes the eager way)."
     if x.shape[0] == 1 or order == 0:
-        return _eager_forward(x, centres, centre_sq_norms, slopes, intercepts, hessian_diags, order, False, 0.0)
-    index = _nearest(x, centres, centre_sq_norms)
+        return _eager_forward(x, centres, centre_sq_norms, slopes, intercepts, hessian_diags, order, 0.0)
+    index = nearest(x, centres, centre_sq_norms, 0, False)[0]
     sorted_index, perm = torch.sort(index)
     offsets = torch.cumsum(torch.bincount(index, minlength=centres.shape[0]), 0).to(torch.int32)
     xs = x.index_select(0, perm)
@@ -411,7 +361,7 @@ class FastTaylorMLP(nn.Module):
         if self.route == 'compile' and x.shape[0] <= self.small_batch:
             return _jit('compile')(x, *self._tables, self.order)
         run = _jit('script') if self.route == 'script' else _eager_forward
-        return run(x, *self._tables, self.order, self.route == 'padded', self.max_padding)
+        return run(x, *self._tables, self.order, self.max_padding if self.route == 'padded' else 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
         "`[..., d_in] -> [..., d_out]`, computed in the tables' dtype and returned in the input's (no autograd)."

@@ -13,12 +13,13 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn, Tensor
 from torch.func import jacrev, jacfwd, jvp, vmap
+from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['LinearActLinear', 'is_elementwise', 'activation_derivatives', 'format_bytes', 'available_memory', 'memory_budget',
            'MemoryBudgetError', 'check_memory', 'Expansion', 'eval_mode', 'jacobians', 'is_piecewise_linear',
-           'hessian_diagonals', 'full_hessians', 'expansion_nbytes', 'expand', 'assign', 'TaylorMLP', 'read_metadata',
-           'storage_report', 'dense_multiply_adds', 'multiply_adds']
+           'hessian_diagonals', 'full_hessians', 'expansion_nbytes', 'expand', 'nearest', 'assign', 'grouped_affine',
+           'TaylorMLP', 'read_metadata', 'storage_report', 'dense_multiply_adds', 'multiply_adds']
 
 # %% ../nbs/00_taylor.ipynb #f0224ae4
 class LinearActLinear(nn.Module):
@@ -333,19 +334,20 @@ def expand(fn: Callable, centres: Tensor, order: int = 1, method: str = 'auto', 
                  f"An order-{order} expansion with k={k}, d_in={d_in}, d_out={d_out} ({centres.dtype})", max_bytes,
                  "a smaller k, order 1 instead of 2, float16/bfloat16 tables (TaylorMLP.half()), or "
                  "out_dir=... to stream the chunks to disk")
-    step = k if out_dir is None else centres_per_file
-    starts = range(0, k, step)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=f'expand (order {order}, k={k})', unit='chunk')
+    step = centres_per_file if out_dir is not None else -(-k // 20)
     store = None if out_dir is None else _ChunkStore(out_dir, fn, centres, order, step)
+    terms = ', '.join(['values', 'Jacobians', 'Hessian diagonals'][:order + 1])
+    bar = tqdm(total=k, desc=f'expand: {terms} at {k} centres ({method.replace("_", " ")})', unit='centre',
+               disable=not progress)
     parts = []
-    for s in starts:
+    for s in range(0, k, step):
         part = store.load(s) if store else None
         if part is None:
             part = _expand_chunk(fn, centres[s:s + step], order, method, chunk_size, chunk_bytes)
             if store: store.save(s, part)
         parts.append(part)
+        bar.update(min(step, k - s))
+    bar.close()
     cat = lambda i: None if parts[0][i] is None else torch.cat([p[i] for p in parts])
     return Expansion(centres.detach(), cat(0), cat(1), cat(2))
 
@@ -381,56 +383,115 @@ def _atomic_save(tensors: dict, path, metadata: Optional[dict] = None):
     os.replace(tmp, path)
 
 # %% ../nbs/00_taylor.ipynb #408b8f91
+def nearest(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, chunk_rows: int = 0, scores: bool = True
+            ) -> tuple[Tensor, Optional[Tensor]]:
+    """Index `[N]` of the nearest centre for each row of `x` `[N, d]`, and its score `||c||² - 2 x·c` `[N]`
+    (the squared distance minus `||x||²`; None with `scores=False`, which saves a few µs per call). Computed in the
+    centres' dtype, `chunk_rows` rows at a time (0: about 2^22 / k); no checks (TorchScript-compatible)."""
+    n, k = x.shape[0], centres.shape[0]
+    if chunk_rows <= 0: chunk_rows = max(1, (1 << 22) // max(k, 1))
+    if n <= chunk_rows:      # one chunk (every small batch): no lists, no loop, as few Python steps as possible
+        if x.dtype != centres.dtype: x = x.to(centres.dtype)
+        distances = torch.addmm(centre_sq_norms, x, centres.t(), beta=1.0, alpha=-2.0)     # ||c||² - 2 x·c
+        if not scores: return distances.argmin(1), None
+        score, index = distances.min(1)
+        return index, score
+    indices: list[Tensor] = []
+    best: list[Tensor] = []
+    for s in range(0, n, chunk_rows):      # rows are cast chunk by chunk: a float64 search never copies all of x
+        distances = torch.addmm(centre_sq_norms, x[s:s + chunk_rows].to(centres.dtype), centres.t(), beta=1.0,
+                                alpha=-2.0)
+        if scores:
+            score, index = distances.min(1)
+            best.append(score)
+        else: index = distances.argmin(1)
+        indices.append(index)
+    return torch.cat(indices), torch.cat(best) if scores else None
+
+def _distance(x: Tensor, score: Tensor) -> Tensor:
+    "Euclidean distance from `nearest`'s score (clamped: rounding can make a tiny squared distance negative)."
+    return (score + (x * x).sum(1)).clamp_min_(0).sqrt_()
+
 def assign(x: Tensor, centres: Tensor, chunk_size: int = 16384, centre_sq_norms: Optional[Tensor] = None
            ) -> tuple[Tensor, Tensor]:
     "Index `[N]` of the nearest centre for each row of `x` `[N, d]`, and the Euclidean distance `[N]` to it."
     if x.dim() != 2 or x.shape[1] != centres.shape[1]:
         raise ValueError(f"assign expects x of shape [N, {centres.shape[1]}], got {list(x.shape)}.")
     csq = (centres * centres).sum(1) if centre_sq_norms is None else centre_sq_norms
-    index = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    sqdist = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    for s in range(0, x.shape[0], chunk_size):
-        xs = x[s:s + chunk_size]
-        d = torch.addmm(csq, xs, centres.T, beta=1, alpha=-2)       # ||c||² - 2 x·c
-        best, index[s:s + chunk_size] = d.min(1)
-        sqdist[s:s + chunk_size] = best + (xs * xs).sum(1)
-    return index, sqdist.clamp_min_(0).sqrt_()
+    index, score = nearest(x, centres, csq, chunk_size)
+    return index, _distance(x, score)
 
 # %% ../nbs/00_taylor.ipynb #2893fb57
-def _grouped_affine(x: Tensor, index: Tensor, slopes: Tensor, intercepts: Tensor, centres: Tensor,
-                    hessian_diags: Optional[Tensor], gather_bytes: int) -> Tensor:
-    n, k = x.shape[0], slopes.shape[0]
-    quad = hessian_diags is not None and hessian_diags.numel() > 0
-    if n * slopes[0].numel() * slopes.element_size() * (1 + quad) <= gather_bytes:
-        y = torch.baddbmm(intercepts[index].unsqueeze(-1), slopes[index], x.unsqueeze(-1)).squeeze(-1)
-        if quad:
-            u = x - centres[index]
-            y = y + 0.5 * torch.bmm(hessian_diags[index], (u * u).unsqueeze(-1)).squeeze(-1)
+def grouped_affine(x: Tensor, index: Tensor, centres: Tensor, slopes: Tensor, intercepts: Tensor,
+                   hessian_diags: Tensor, order: int, gather_bytes: int = 0, max_padding: float = 0.0) -> Tensor:
+    """`y[n] = b[c] + A[c] x[n] (+ ½ H[c] (x[n] - centre[c])²)` with `c = index[n]`, for rows `x` `[N, d_in]`.
+    `order` 0 returns `b[c]`; the Hessian table may be empty below order 2. Rows whose slopes fit in `gather_bytes`
+    gather them; `max_padding > 0` allows one padded `baddbmm`. No checks (TorchScript-compatible)."""
+    n, d_in, k = x.shape[0], x.shape[1], intercepts.shape[0]
+    if order == 0: return intercepts.index_select(0, index)
+    if n == 1:
+        c = int(index)
+        y = torch.addmm(intercepts[c:c + 1], x, slopes[c].t())
+        if order == 2:
+            u = x - centres[c:c + 1]
+            y = torch.addmm(y, u * u, hessian_diags[c].t(), beta=1.0, alpha=0.5)
         return y
-    order = torch.argsort(index)
+    if n * slopes.shape[1] * d_in * slopes.element_size() * order <= gather_bytes:
+        y = torch.baddbmm(intercepts[index].unsqueeze(-1), slopes[index], x.unsqueeze(-1)).squeeze(-1)
+        if order == 2:
+            u = x - centres[index]
+            y = torch.baddbmm(y.unsqueeze(-1), hessian_diags[index], (u * u).unsqueeze(-1), beta=1.0, alpha=0.5
+                              ).squeeze(-1)
+        return y
+    sorted_index, perm = torch.sort(index)
     counts = torch.bincount(index, minlength=k)
-    present = counts.nonzero().squeeze(1)
-    bounds = torch.cumsum(counts[present], 0).tolist()
-    xs = x[order]
-    if quad:
-        u = xs - centres[index[order]]
-        half_sq = 0.5 * u * u
-    out = torch.empty(n, slopes.shape[1], dtype=x.dtype, device=x.device)
+    xs = x.index_select(0, perm)
+    sq = xs
+    if order == 2:
+        u = xs - centres.index_select(0, sorted_index)
+        sq = u * u
+    if max_padding > 0:
+        m = int(counts.max())
+        if k * m <= max_padding * n:
+            starts = torch.cumsum(counts, 0) - counts
+            pos = torch.arange(n, device=x.device) - starts.index_select(0, sorted_index)
+            block = torch.zeros(k, m, d_in, dtype=x.dtype, device=x.device)
+            block.index_put_((sorted_index, pos), xs)
+            out = torch.baddbmm(intercepts.unsqueeze(1), block, slopes.transpose(1, 2))
+            if order == 2:
+                block.index_put_((sorted_index, pos), sq)
+                out = torch.baddbmm(out, block, hessian_diags.transpose(1, 2), beta=1.0, alpha=0.5)
+            pos_in_token_order = torch.empty_like(pos).index_copy_(0, perm, pos)
+            return out[index, pos_in_token_order]
+    ends: list[int] = torch.cumsum(counts, 0).tolist()
+    out = torch.empty(n, intercepts.shape[1], dtype=x.dtype, device=x.device)
     start = 0
-    for c, stop in zip(present.tolist(), bounds):       # a loop over clusters, never over tokens
-        rows = slice(start, stop)
-        torch.addmm(intercepts[c], xs[rows], slopes[c].T, out=out[rows])
-        if quad: out[rows] += half_sq[rows] @ hessian_diags[c].T     # a plain matmul, so flop counters see it
-        start = stop
-    y = torch.empty_like(out)
-    y[order] = out
-    return y
+    for c in range(k):                    # a loop over clusters, never over tokens
+        end = ends[c]
+        if end > start:
+            rows = out[start:end]
+            torch.addmm(intercepts[c], xs[start:end], slopes[c].t(), out=rows)
+            if order == 2: torch.addmm(rows, sq[start:end], hessian_diags[c].t(), beta=1.0, alpha=0.5, out=rows)
+        start = end
+    return torch.empty_like(out).index_copy_(0, perm, out)
 
 # %% ../nbs/00_taylor.ipynb #2a75b51a
 _COEFFICIENTS = ('taylor', 'lstsq')
 
 class TaylorMLP(nn.Module):
-    "Drop-in piecewise replacement of a whole MLP block: nearest centre, then that centre's affine (+quadratic) map."
+    """Drop-in piecewise replacement of a whole MLP block: nearest centre, then that centre's affine (+quadratic) map.
+
+    Attributes set after construction (`save` stores neither module, only `gate_radii`: re-attach them after `load`):
+
+    * `assigner` (default None: the exact nearest centre, `nearest`): a module or callable
+      `assigner(x [N, d_in]) -> (index [N] long, distance [N])` used by `forward` instead of the exact search, e.g. an
+      approximate (inverted-file) search. `x` is the flattened input in the tables' dtype; `index` are rows of
+      `centres`; `distance` is the Euclidean distance from each row to the centre it was given (`gate` and
+      `return_assignment` use it). An int attribute `assigner.multiply_adds`, the multiply-adds per token it spends,
+      replaces k·d_in in `multiply_adds`. An `nn.Module` becomes a submodule (`.to()` moves it; like any submodule it
+      can then be replaced only by a module or None).
+    * `fallback` with `gate_radii`: see `gate`.
+    """
     def __init__(self, centres: Tensor, values: Tensor, slopes: Optional[Tensor] = None,
                  intercepts: Optional[Tensor] = None, hessian_diags: Optional[Tensor] = None,
                  coefficients: str = 'taylor', meta: Optional[dict] = None, gather_bytes: int = 2**22):
@@ -458,6 +519,7 @@ class TaylorMLP(nn.Module):
         self.coefficients, self.gather_bytes = coefficients, gather_bytes
         self.meta = dict(meta or {})
         self.fallback: Optional[nn.Module] = None
+        self.assigner: Optional[Callable] = None
         self.register_buffer('gate_radii', centres.new_full((k,), math.inf))
 
     k = property(lambda self: self.centres.shape[0])
@@ -479,36 +541,48 @@ class TaylorMLP(nn.Module):
         return cls(expansion.centres, expansion.values, expansion.jacobians, None, expansion.hessian_diags, **kwargs)
 
 # %% ../nbs/00_taylor.ipynb #b79e47b0
-@torch.no_grad()
 def _taylor_forward(self: TaylorMLP, x: Tensor, return_assignment: bool = False, check_finite: bool = True):
     if not isinstance(x, Tensor): raise TypeError(f"TaylorMLP takes a Tensor, got {type(x).__name__}: convert with torch.as_tensor(x).")
-    if x.dim() == 0 or x.shape[-1] != self.d_in:
-        raise ValueError(f"TaylorMLP expects inputs [..., {self.d_in}] but got shape {list(x.shape)}: is this the "
+    b = self._buffers
+    centres = b['centres']
+    d_in = centres.shape[1]
+    if x.dim() == 0 or x.shape[-1] != d_in:
+        raise ValueError(f"TaylorMLP expects inputs [..., {d_in}] but got shape {list(x.shape)}: is this the "
                          f"block it was fitted for (source: {self.meta.get('source', '?')}, site: "
                          f"{self.meta.get('site', '?')})?")
     if not x.is_floating_point():
         raise TypeError(f"TaylorMLP expects floating point inputs, got {x.dtype}: convert with x.float().")
-    if x.device != self.centres.device:
-        raise ValueError(f"Input on {x.device} but the TaylorMLP is on {self.centres.device}: call .to(device) on one.")
-    if check_finite and not torch.isfinite(x).all():
+    if x.device != centres.device:
+        raise ValueError(f"Input on {x.device} but the TaylorMLP is on {centres.device}: call .to(device) on one.")
+    if x.requires_grad: x = x.detach()
+    if check_finite and not math.isfinite(float(x.sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"Input contains {int((~torch.isfinite(x)).sum())} NaN/Inf values; the upstream layers "
                          f"produced them (check the model input), or pass check_finite=False to propagate them.")
-    lead, in_dtype = x.shape[:-1], x.dtype
-    flat = x.reshape(-1, self.d_in).to(self.centres.dtype)
-    index, distance = assign(flat, self.centres, centre_sq_norms=self.centre_sq_norms)
-    y = self.evaluate(flat, index)
-    if self.fallback is not None:
-        exact = distance > self.gate_radii[index]
-        if exact.any(): y[exact] = self.fallback(flat[exact]).to(y.dtype)
-    y = y.to(in_dtype).reshape(*lead, self.d_out)
-    if return_assignment: return y, index.reshape(lead), distance.reshape(lead)
+    flat = x if x.dim() == 2 else x.reshape(-1, d_in)
+    if flat.dtype != centres.dtype: flat = flat.to(centres.dtype)
+    assigner, fallback = self.assigner, self.fallback
+    if assigner is None:
+        need_distance = return_assignment or fallback is not None
+        index, score = nearest(flat, centres, b['centre_sq_norms'], 0, need_distance)
+        distance = _distance(flat, score) if need_distance else None
+    else:
+        with torch.no_grad(): index, distance = assigner(flat)
+    slopes, hessian_diags = b['slopes'], b['hessian_diags']
+    order = 0 if slopes.numel() == 0 else (1 if hessian_diags.numel() == 0 else 2)
+    y = grouped_affine(flat, index, centres, slopes, b['intercepts'], hessian_diags, order, self.gather_bytes)
+    if fallback is not None:
+        exact = distance > b['gate_radii'][index]
+        if exact.any():
+            with torch.no_grad(): y[exact] = fallback(flat[exact]).to(y.dtype)
+    if y.dtype != x.dtype: y = y.to(x.dtype)
+    if x.dim() != 2: y = y.reshape(*x.shape[:-1], y.shape[1])
+    if return_assignment: return y, index.reshape(x.shape[:-1]), distance.reshape(x.shape[:-1])
     return y
 
 def _evaluate(self: TaylorMLP, x: Tensor, index: Tensor) -> Tensor:
     "Outputs `[N, d_out]` for rows `x` `[N, d_in]` already assigned to clusters `index` (no assignment, no checks)."
-    if self.order == 0: return self.intercepts[index]
-    return _grouped_affine(x, index, self.slopes, self.intercepts, self.centres,
-                           self.hessian_diags if self.order == 2 else None, self.gather_bytes)
+    return grouped_affine(x, index, self.centres, self.slopes, self.intercepts, self.hessian_diags, self.order,
+                          self.gather_bytes)
 
 TaylorMLP.forward, TaylorMLP.evaluate = _taylor_forward, _evaluate
 
@@ -517,7 +591,7 @@ def _outputs(fn, x: Tensor, chunk: int = 65536) -> Tensor:
     with torch.no_grad(), eval_mode(fn):
         return torch.cat([fn(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
 
-def _lstsq_corrections(x, y, index, expansion: Expansion, ridge: float):
+def _lstsq_corrections(x, y, index, expansion: Expansion, ridge: float, progress: bool = False):
     "Per-cluster ridge corrections (Δslopes, Δhess, Δvalues) fitted on the residual of the Taylor expansion."
     k, d_in, order = expansion.k, expansion.d_in, expansion.order
     residual = y - TaylorMLP.from_expansion(expansion).evaluate(x, index)    # grouped: no per-token tables
@@ -527,7 +601,8 @@ def _lstsq_corrections(x, y, index, expansion: Expansion, ridge: float):
     order_idx = torch.argsort(index)
     counts = torch.bincount(index, minlength=k).tolist()
     start = 0
-    for c, n in enumerate(counts):      # one small solve per cluster
+    bar = tqdm(counts, desc=f'lstsq refit: one ridge solve per cluster (k={k})', unit='cluster', disable=not progress)
+    for c, n in enumerate(bar):      # one small solve per cluster
         rows = order_idx[start:start + n]; start += n
         if n == 0: continue
         u = (x[rows] - expansion.centres[c]).double()
@@ -549,7 +624,9 @@ def _fit(cls, block: Callable, inputs: Tensor, k: int = 16, order: int = 1, clus
          coefficients: str = 'taylor', ridge: float = 1e-3, seed: int = 0, centres: Optional[Tensor] = None,
          max_bytes: Optional[int] = None, meta: Optional[dict] = None, progress: bool = False,
          **cluster_kwargs) -> TaylorMLP:
-    "Fit a TaylorMLP for `block` from its real `inputs` `[..., d_in]`: K-means, expansion, optional refit."
+    """Fit a TaylorMLP for `block` from its real `inputs` `[..., d_in]`: K-means, expansion, optional refit.
+    `progress=True` shows tqdm bars for the K-means runs (methods 'torch' and 'online'), the expansion (over chunks of
+    centres) and the least-squares refit (over clusters)."""
     _check_order(order)
     _check_callable(block)
     if coefficients not in _COEFFICIENTS:
@@ -564,7 +641,8 @@ def _fit(cls, block: Callable, inputs: Tensor, k: int = 16, order: int = 1, clus
                          f"drop them (x[torch.isfinite(x).all(1)]) before fitting.")
     t0 = time.perf_counter()
     if centres is None:
-        from taylormlp.cluster import kmeans
+        from taylormlp.cluster import kmeans, _valid_options
+        if progress and 'progress' in _valid_options(clustering): cluster_kwargs.setdefault('progress', True)
         result = kmeans(x, k, method=clustering, seed=seed, **cluster_kwargs)
         centres, index = result.centres.to(x), result.labels
     else:
@@ -573,7 +651,7 @@ def _fit(cls, block: Callable, inputs: Tensor, k: int = 16, order: int = 1, clus
     slopes, hess, intercepts = expansion.jacobians, expansion.hessian_diags, None
     if coefficients == 'lstsq':
         index = assign(x, centres)[0]
-        d_slopes, d_hess, d_values = _lstsq_corrections(x, _outputs(block, x), index, expansion, ridge)
+        d_slopes, d_hess, d_values = _lstsq_corrections(x, _outputs(block, x), index, expansion, ridge, progress)
         values_fit = expansion.values + d_values
         if order >= 1: slopes = slopes + d_slopes
         if order == 2: hess = hess + d_hess
@@ -596,7 +674,9 @@ def _with_order(self: TaylorMLP, order: int) -> TaylorMLP:
                          "least-squares models.")
     e = Expansion(self.centres, self.values, self.slopes if order >= 1 else None,
                   self.hessian_diags if order == 2 else None)
-    return TaylorMLP.from_expansion(e, meta={**self.meta, 'order': order}, gather_bytes=self.gather_bytes)
+    m = TaylorMLP.from_expansion(e, meta={**self.meta, 'order': order}, gather_bytes=self.gather_bytes)
+    m.assigner = self.assigner          # same centres, so the same assignment
+    return m
 
 def _gate(self: TaylorMLP, fallback: Optional[nn.Module], radii=math.inf) -> TaylorMLP:
     "Route inputs whose distance to their centre exceeds `radii` (scalar or `[k]`) to `fallback` (the exact block)."
@@ -688,5 +768,6 @@ def dense_multiply_adds(block: nn.Module) -> int:
     return sum(m.in_features * m.out_features for m in block.modules() if isinstance(m, nn.Linear))
 
 def multiply_adds(tm: TaylorMLP) -> int:
-    "Multiply-adds per token of a TaylorMLP: assignment (k·d_in) plus d_out·d_in per order above 0."
-    return tm.k * tm.d_in + min(tm.order, 2) * tm.d_out * tm.d_in
+    "Multiply-adds per token of a TaylorMLP: assignment (k·d_in, or `tm.assigner.multiply_adds`) plus d_out·d_in per order."
+    assignment = getattr(tm.assigner, 'multiply_adds', None)
+    return int(tm.k * tm.d_in if assignment is None else assignment) + min(tm.order, 2) * tm.d_out * tm.d_in

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from taylormlp.taylor import TaylorMLP, Expansion, LinearActLinear, expand, assign
+from taylormlp.taylor import TaylorMLP, Expansion, LinearActLinear, expand, assign, multiply_adds
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -94,6 +94,63 @@ def test_fit_is_deterministic():
     a, b = (TaylorMLP.fit(block, x, k=6, order=2, seed=3) for _ in range(2))
     for n in ('centres', 'slopes', 'intercepts', 'hessian_diags'):
         assert torch.equal(getattr(a, n), getattr(b, n)), n
+
+
+
+def test_assigner_hook_replaces_the_exact_search(tmp_path):
+    block = _block(5, 3, 12, nn.GELU, 0).float()
+    x = torch.randn(300, 5)
+    tm = TaylorMLP.fit(block, x, k=6, order=2)
+    y, index, _ = tm(x, return_assignment=True)
+
+    class NextCentre(nn.Module):
+        "A deliberately different assignment (each row's nearest centre + 1), with its own multiply-add count."
+        multiply_adds = 11
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+        def forward(self, rows):
+            self.calls += 1
+            i = (assign(rows, tm.centres)[0] + 1) % tm.k
+            return i, (rows - tm.centres[i]).norm(dim=1)
+
+    tm.assigner = NextCentre()
+    shifted = (index + 1) % tm.k
+    y2, index2, distance2 = tm(x.reshape(30, 10, 5), return_assignment=True)
+    assert tm.assigner.calls == 1 and index2.shape == (30, 10)
+    assert torch.equal(index2.reshape(-1), shifted)
+    torch.testing.assert_close(y2.reshape(-1, 3), tm.evaluate(x, shifted))
+    torch.testing.assert_close(distance2.reshape(-1), (x - tm.centres[shifted]).norm(dim=1))
+    assert multiply_adds(tm) == 11 + 2 * 3 * 5
+    torch.testing.assert_close(tm.gate(block, radii=0.0)(x), block(x).detach())    # the gate reads its distances
+    tm.gate(None).save(tmp_path / 'tm.safetensors')
+    loaded = TaylorMLP.load(tmp_path / 'tm.safetensors')             # the assigner is not saved: exact search again
+    assert loaded.assigner is None and multiply_adds(loaded) == 6 * 5 + 2 * 3 * 5
+    torch.testing.assert_close(loaded(x), y)
+
+
+def test_progress_bars_name_the_work_and_change_nothing(capsys):
+    block = _block(5, 3, 12, nn.GELU, 0).float()
+    x = torch.randn(400, 5)
+    plain = TaylorMLP.fit(block, x, k=6, order=2, coefficients='lstsq')
+    assert capsys.readouterr().err == ''
+    shown = TaylorMLP.fit(block, x, k=6, order=2, coefficients='lstsq', progress=True)
+    err = capsys.readouterr().err
+    for words in ('TorchKMeans', 'expand: values, Jacobians, Hessian diagonals at 6 centres',
+                  'lstsq refit: one ridge solve per cluster'):
+        assert words in err, (words, err)
+    for n in ('centres', 'slopes', 'intercepts', 'hessian_diags'):
+        assert torch.equal(getattr(shown, n), getattr(plain, n)), n
+
+
+def test_nan_check_catches_bad_values_only():
+    tm = TaylorMLP.fit(_block(5, 3, 12, nn.GELU, 0).float(), torch.randn(200, 5), k=4)
+    for bad in (float('nan'), float('inf'), -float('inf')):
+        x = torch.randn(7, 5)
+        x[3, 2] = bad
+        with pytest.raises(ValueError, match='1 NaN/Inf values'): tm(x)
+        assert tm(x, check_finite=False).shape == (7, 3)
+    tm(torch.full((4, 5), 3e38))     # finite, though its sum overflows: no error
 
 
 _SCRIPT = """
