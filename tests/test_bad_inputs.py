@@ -252,7 +252,7 @@ CASES = [
     row('stsb_empty_shared', lambda c, mp: (offline(c, mp), load_dataset('stsb', 'dev')), FileNotFoundError,
         '<tmp>/empty_shared/data/stsb/sts-dev.tsv', 'set TAYLORMLP_SHARED to the folder that holds data/stsb/'),
     row('cifar_vgg16_bn_empty_shared', lambda c, mp: (offline(c, mp), load_model('cifar_vgg16_bn')), FileNotFoundError,
-        '<tmp>/empty_shared/models/cifar10_vgg.json not found', 'set TAYLORMLP_SHARED', "pretrained=False"),
+        '<tmp>/empty_shared/models/cifar10_vgg.json not found', 'set TAYLORMLP_SHARED', "load_model('cifar_vgg16_bn', train=True)"),
     row('cifar10_shared_not_a_folder', lambda c, mp: (offline(c, mp, 'nowhere'), load_dataset('cifar10', 'test')),
         FileNotFoundError,
         'TAYLORMLP_SHARED=<tmp>/nowhere (not a directory)'),

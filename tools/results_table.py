@@ -1,24 +1,38 @@
-"""Print the README's headline table (markdown) from data/results/*.json: all sites replaced, each method at the run's k.
+"""Print the README's headline table (markdown) from the study results in data/results/study_*.json.
 
 python tools/results_table.py            # prints the table
+
+One line per model and method at the study's k (every MLP block replaced at once), plus the controls and baselines,
+so the table always shows T-MLP beside what it must beat.
 """
 import json, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SHOWN = ('taylor_o0', 'taylor_o1', 'taylor_o2', 'lstsq_o1', 'gated', 'lowrank', 'refined', 'k1_tangent', 'global_linear',
+         'svd', 'int8')
+
+
+def _shown(r, k):
+    if r['method'] == 'gated': return r.get('k') == k
+    if r['method'].startswith('lowrank'): return r.get('k') == k
+    if r['method'] in ('k1_tangent', 'global_linear', 'int8'): return True
+    return r['method'] in SHOWN and r.get('k') == k
 
 
 def table(results_dir=ROOT / 'data' / 'results') -> str:
-    lines = ['| model (task) | dense | method, k | all blocks replaced | vs dense | MACs/token/block |',
-             '|---|---|---|---|---|---|']
-    for p in sorted(Path(results_dir).glob('*.json')):
+    lines = ['| model (task) | method | k | all MLP blocks replaced | vs dense | MAC ratio | notes |',
+             '|---|---|---|---|---|---|---|']
+    for p in sorted(Path(results_dir).glob('study_*.json')):
         r = json.loads(p.read_text())
-        if 'task' not in r: continue
-        dense_macs = max(t['dense_macs'] for t in r['token_errors'])
-        for t in (t for t in r['task'] if t['scope'] == 'all'):
-            lines.append(f"| {r['config']['model']} ({r['config']['dataset']} {r['metric']}) | {r['dense']:.4f} | "
-                         f"{t['name'].rsplit('_k', 1)[0]}, {t['k']} | {t['value']:.4f} | {t['relative_to_dense']:.3f} | "
-                         f"{t['macs']:,} ({dense_macs:,}) |")
+        d, k = r['dense'], r['settings']['k']
+        lines.append(f"| **{r['settings']['model']}** ({r['config']['dataset']} {d['metric']}) | dense | | "
+                     f"**{d['value']:.4f}** | 1 | 1x | {d['macs']:,} MACs/token |")
+        for row in r['rows']:
+            if row['method'] == 'dense' or not _shown(row, k): continue
+            notes = ', '.join(f"{n} {row[n]:.2f}" for n in ('routed', 'recall') if row.get(n) is not None)
+            lines.append(f"| | {row['method']} | {row.get('k') or ''} | {row['value']:.4f} | "
+                         f"{row['relative_to_dense']:.3f} | {row['mac_ratio']:.1f}x | {notes} |")
     return '\n'.join(lines)
 
 
