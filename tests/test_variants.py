@@ -101,7 +101,9 @@ def test_study_on_the_embedded_default_resumes(tmp_path):
     r = run_study(cfg, ranks=(4,), ivf_probes=(1,), gate_fractions=(0.1,), int8=False, progress=False)
     keys = {x['key'] for x in r['rows']}
     assert {'dense', 'k1_tangent', 'global_linear', 'taylor_o0|k=4', 'taylor_o2|k=8', 'lstsq_o1|k=8', 'svd|k=8',
-            'ivf_p1|k=8', 'gated_f0.1|k=8', 'lowrank_r4|k=8', 'refined|k=8'} <= keys
+            'ivf_p1|k=8', 'gated_f0.1|k=8', 'lowrank_r4|k=8', 'refined|k=8', 'sequential|k=8'} <= keys
+    single = [x for x in r['rows'] if x['family'] == 'single']
+    assert len(single) == 4 and all(x['macs'] < 65536 for x in single)      # 2 blocks x 2 methods, the other block dense
     rows = {x['key']: x for x in r['rows']}
     assert rows['dense']['relative_to_dense'] == 1.0 and rows['dense']['agreement'] == 1.0
     assert rows['taylor_o0|k=4']['macs'] < rows['taylor_o1|k=4']['macs'] < rows['taylor_o2|k=4']['macs']
