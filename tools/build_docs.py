@@ -485,13 +485,23 @@ def _inline_markdown(text: str) -> str:
     return ''.join(f'<code>{html.escape(p)}</code>' if i % 2 else html.escape(p) for i, p in enumerate(parts))
 
 
+def executed_results_page(src: Path) -> Path:
+    "results/speed only read the committed data/results files: execute them (seconds) so their pages show tables and figures."
+    import papermill as pm, tempfile
+    out = Path(tempfile.mkdtemp(prefix='taylormlp-docs-')) / src.name
+    log(f'executing {src.relative_to(REPO)} (reads data/results)')
+    pm.execute_notebook(str(src), str(out), kernel_name='python3', cwd=str(src.parent), progress_bar=False)
+    return out
+
+
 def build(out: Path = REPO / 'site', nbs: Path = REPO / 'nbs', runs: Optional[Path] = None,
-          extra: Sequence[Path] = (), fetch: bool = True, api: bool = True) -> dict:
+          extra: Sequence[Path] = (), fetch: bool = True, api: bool = True, execute_results: bool = True) -> dict:
     """Build the site into `out`; returns {'pages': [...], 'problems': [...], 'widgets': bool, 'katex': bool}.
 
     runs: a run folder whose `notebooks/` hold executed copies of notebooks in `nbs` (used instead of them).
     extra: more (executed) notebooks to add as pages, in a 'More notebooks' section.
-    fetch: allow `npm pack` for html-manager/KaTeX when they are not cached yet."""
+    fetch: allow `npm pack` for html-manager/KaTeX when they are not cached yet.
+    execute_results: execute results/speed (they read committed JSON) when no run folder has executed copies."""
     from traitlets.config import Config
     from nbconvert import HTMLExporter
     t0 = time.perf_counter()
@@ -508,6 +518,9 @@ def build(out: Path = REPO / 'site', nbs: Path = REPO / 'nbs', runs: Optional[Pa
     sources = [(p, 'nbs') for p in find_notebooks(nbs)] + [(Path(p), 'extra') for p in extra]
     for src, kind in sources:
         used = run_nbs / src.name if kind == 'nbs' and run_nbs and (run_nbs / src.name).exists() else src
+        if used == src and kind == 'nbs' and src.stem in ('results', 'speed') and execute_results:
+            try: used = executed_results_page(src)
+            except Exception as e: problems.append(f"{src.name} did not execute: {str(e).strip().splitlines()[-1:]}")
         nb, fm = nbdev_process(used, lib, problems)
         stem = src.stem
         href = 'index.html' if stem == 'index' and kind == 'nbs' else str(fm.get('output-file') or
@@ -520,10 +533,12 @@ def build(out: Path = REPO / 'site', nbs: Path = REPO / 'nbs', runs: Optional[Pa
         else: section = 'More notebooks'
         page_links[src.name] = href
         label = 'Home' if href == 'index.html' else _label(title, stem)
-        note = (f"Executed notebook: {os.path.relpath(used, REPO)}" if used != src and kind == 'nbs' else
+        executed_here = not used.resolve().is_relative_to(REPO)
+        note = (f"Executed notebook: {'nbs/' + src.name + ' (executed for this build)' if executed_here else os.path.relpath(used, REPO)}"
+                if used != src and kind == 'nbs' else
                 'Notebook as committed (not executed): build with --execute to show the outputs of a run.'
                 if section == 'Stages' and not any(c.get('outputs') for c in nb.cells if c.cell_type == 'code') else '')
-        shown = os.path.relpath(used, REPO) if used.resolve().is_relative_to(REPO) else used.name
+        shown = f'nbs/{src.name}, executed' if executed_here else os.path.relpath(used, REPO)
         pages.append(Page(href, section, label, shown, nb, title,
                           str(fm.get('description') or ''), note))
     if (REPO / 'README.md').exists():
