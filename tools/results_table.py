@@ -43,7 +43,7 @@ def _cell(row):
 
 def headline(results_dir=ROOT / 'data' / 'results') -> str:
     "One line per model: T-MLP at the study's k beside its controls and the baselines at matched MACs."
-    lines = ['| model (task, metric) | dense | Taylor order 1 | Taylor order 2 | lstsq | best fitted variant | '
+    lines = ['| model (task, metric) | dense | Taylor order 1 | Taylor order 2 | lstsq | best fitted variant (highest metric at >= 4x) | '
              'one global linear map | truncated SVD, same MACs as lstsq | int8 (torchao) |', '|---|---|---|---|---|---|---|---|---|']
     for p in sorted(Path(results_dir).glob('study_*.json')):
         r = json.loads(p.read_text())
