@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_study.ipynb #4c337488
 from __future__ import annotations
-import json, math, time, os
+import json, time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -12,11 +12,12 @@ import torch
 from torch import nn, Tensor
 
 from .taylor import TaylorMLP, dense_multiply_adds, multiply_adds, expand
+from .data import atomic_write
 from .validate import (fit_controls, fit_at_centres, error_summary, error_vs_distance, distance_bins, agreement,
-                                activation_region_changes, latency, save_results, provenance, _jsonable)
-from .variants import (calibrate_gate, fit_refined, IVFAssigner, LowRankTaylorMLP, svd_truncate, int8_dynamic,
-                                Int8Emulated, weight_bytes)
-from .pipeline import (RunConfig, stage_collect, stage_cluster, load_run_model, select_sites, site_root,
+                                activation_region_changes, latency, _jsonable)
+from .variants import (calibrate_gate, gated_multiply_adds, fit_refined, IVFAssigner, LowRankTaylorMLP,
+                                svd_truncate, int8_dynamic, Int8Emulated, weight_bytes)
+from .pipeline import (RunConfig, stage_cluster, load_run_model, select_sites, site_root,
                                 site_inputs, load_centres, task_metric, load_data, _in_kernel)
 
 # %% auto #0
@@ -92,10 +93,9 @@ class StudyLog:
         self.extra[name] = _jsonable(value); self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f'.tmp{os.getpid()}')
-        tmp.write_text(json.dumps(dict(settings=self.settings, rows=list(self.rows.values()), extra=self.extra), indent=1))
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as tmp:
+            tmp.write_text(json.dumps(dict(settings=self.settings, rows=list(self.rows.values()), extra=self.extra),
+                                      indent=1))
 
 # %% ../nbs/10_study.ipynb #f8079a2c
 @torch.no_grad()
@@ -181,7 +181,7 @@ def run_study(cfg: RunConfig, ks: Optional[Sequence[int]] = None, gate_fractions
         measure('int8', {s.name: Int8Emulated(int8_dynamic(s.function)) for s in sites}, method='int8',
                 family='baseline', k=None, emulated=True)    # same outputs as the int8 kernel, see variants
 
-    at_k = {}                                                  # site -> models at cfg.k, for the variants
+    at_k, svd_at_k = {}, {}                                    # site -> models at cfg.k, for the variants
     for k in tqdm(ks, desc=f'study {cfg.model}: k sweep', disable=not progress):
         keys = [f'{m}|k={k}' for m in ('taylor_o0', 'taylor_o1', 'taylor_o2', 'lstsq_o1', 'svd')]
         keys += [f'ivf_p{p}|k={k}' for p in ivf_probes] if k == max(ks) and k > 1 else []
@@ -196,7 +196,9 @@ def run_study(cfg: RunConfig, ks: Optional[Sequence[int]] = None, gate_fractions
         if f'svd|k={k}' not in log and f'svd|k={k}' not in log.extra:
             try: svd = {s.name: svd_truncate(s.function, cost_of(lstsq[s.name])) for s in sites}
             except ValueError as e: log.note(f'svd|k={k}', f'not measured: {e}')   # budget below rank 1
-            else: measure(f'svd|k={k}', svd, method='svd', family='baseline', k=k)
+            else:
+                measure(f'svd|k={k}', svd, method='svd', family='baseline', k=k)
+                if k == cfg.k: svd_at_k = svd
         if k == cfg.k: at_k = models
         if k == max(ks) and k > 1:
             for p in ivf_probes:
@@ -226,14 +228,15 @@ def run_study(cfg: RunConfig, ks: Optional[Sequence[int]] = None, gate_fractions
             _, index, distance = m(x_eval[s.name], return_assignment=True)
             share = (distance > m.gate_radii[index]).float().mean().item()
             routed.append(share)
-            macs += multiply_adds(m) + share * dense_multiply_adds(s.function)
+            macs += gated_multiply_adds(m, s.function, share)
         measure(key, lstsq, method='gated', family='fitted', k=cfg.k, fraction=f, routed=sum(routed) / len(routed),
                 macs=macs)
         for m in lstsq.values(): m.gate(None)
-    for r in ranks:                                            # low-rank per-cluster maps
-        if r < min(min(s.d_in, s.d_out) for s in sites) and f'lowrank_r{r}|k={cfg.k}' not in log:
-            measure(f'lowrank_r{r}|k={cfg.k}', {s.name: LowRankTaylorMLP.from_taylor(lstsq[s.name], r, x_fit[s.name])
-                                               for s in sites}, method=f'lowrank_r{r}', family='fitted', k=cfg.k, rank=r)
+    low_rank = {r: {s.name: LowRankTaylorMLP.from_taylor(lstsq[s.name], r, x_fit[s.name]) for s in sites}
+                for r in ranks if r < min(min(s.d_in, s.d_out) for s in sites)
+                and (f'lowrank_r{r}|k={cfg.k}' not in log or 'latency' not in log.extra)}
+    for r, reps in low_rank.items():                           # low-rank per-cluster maps
+        measure(f'lowrank_r{r}|k={cfg.k}', reps, method=f'lowrank_r{r}', family='fitted', k=cfg.k, rank=r)
     if refine and f'refined|k={cfg.k}' not in log:            # error-driven centres at the same k
         refined = {s.name: fit_refined(s.function, x_fit[s.name], cfg.k, ridge=cfg.ridge, seed=cfg.seed) for s in sites}
         measure(f'refined|k={cfg.k}', refined, method='refined', family='fitted', k=cfg.k)
@@ -261,10 +264,11 @@ def run_study(cfg: RunConfig, ks: Optional[Sequence[int]] = None, gate_fractions
         s, m = sites[0], at_k[sites[0].name]
         timed = {'taylor_o0': m[f'taylor_o0_k{cfg.k}'], 'taylor_o1': m[f'taylor_o1_k{cfg.k}'],
                  'taylor_o2': m[f'taylor_o2_k{cfg.k}'], 'lstsq_o1': lstsq[s.name]}
-        timed.update({f'lowrank_r{r}': LowRankTaylorMLP.from_taylor(lstsq[s.name], r, x_fit[s.name]) for r in ranks
-                      if r < min(s.d_in, s.d_out)})
-        try: timed['svd'] = svd_truncate(s.function, cost_of(lstsq[s.name]))
-        except ValueError: pass
+        timed.update({f'lowrank_r{r}': reps[s.name] for r, reps in low_rank.items()})
+        if s.name in svd_at_k: timed['svd'] = svd_at_k[s.name]
+        else:
+            try: timed['svd'] = svd_truncate(s.function, cost_of(lstsq[s.name]))
+            except ValueError: pass
         if int8: timed['int8'] = int8_dynamic(s.function)
         log.note('latency', latency_rows(s.function, timed, x_eval[s.name], latency_batches))
     result = dict(config=_jsonable(vars(cfg)), settings=settings, rows=list(log.rows.values()), **log.extra)

@@ -266,10 +266,10 @@ def _jsonable(o):
 
 def save_results(results: dict, path, **seeds) -> Path:
     "Write `results` plus provenance as JSON (atomic)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-    tmp.write_text(json.dumps(_jsonable({**results, 'provenance': provenance(**seeds)}), indent=1))
-    os.replace(tmp, path)
+    from taylormlp.data import atomic_write
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable({**results, 'provenance': provenance(**seeds)}), indent=1))
     return path
 
 def load_results(path) -> dict:

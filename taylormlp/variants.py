@@ -6,12 +6,12 @@
 from __future__ import annotations
 import copy, math
 from contextlib import contextmanager
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn, Tensor
 
-from .taylor import TaylorMLP, assign, dense_multiply_adds, multiply_adds, eval_mode
+from .taylor import TaylorMLP, assign, dense_multiply_adds, multiply_adds
 from .cluster import kmeans, pairwise_sqdist
 from .validate import block_outputs
 
@@ -148,6 +148,12 @@ class IVFAssigner(nn.Module):
         return (self(x)[0] == assign(x, self.padded_centres[:-1])[0]).float().mean().item()
 
 # %% ../nbs/09_variants.ipynb #0380e291
+def _cluster_rows(index: Tensor, k: int) -> Iterator[tuple[int, Tensor]]:
+    "(cluster, row indices) for every non-empty cluster of `index`: a loop over clusters, not tokens."
+    order = index.argsort()
+    counts = torch.bincount(index, minlength=k)
+    return zip(counts.nonzero().squeeze(1).tolist(), torch.split(order, counts[counts > 0].tolist()))
+
 class LowRankTaylorMLP(nn.Module):
     "Nearest centre, then that cluster's rank-r affine map `b_c + L_c (R_c x)`."
     def __init__(self, centres: Tensor, intercepts: Tensor, left: Tensor, right: Tensor, meta: Optional[dict] = None):
@@ -186,10 +192,7 @@ class LowRankTaylorMLP(nn.Module):
         anchor = model.centres.double().clone()                          # where the map is kept unchanged
         if x is not None:
             x = x.reshape(-1, model.d_in).to(model.centres)
-            index = assign(x, model.centres)[0]
-            order = index.argsort()
-            counts = torch.bincount(index, minlength=model.k)
-            for c, rows in zip(counts.nonzero().squeeze(1).tolist(), torch.split(order, counts[counts > 0].tolist())):
+            for c, rows in _cluster_rows(assign(x, model.centres)[0], model.k):
                 xc = x[rows].double()
                 mean = xc.mean(0)
                 fitted = (xc - mean) @ S[c].T                            # [n_c, d_out]
@@ -205,11 +208,9 @@ class LowRankTaylorMLP(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, index: Tensor) -> Tensor:
-        "Outputs for rows `x` already assigned to `index`, grouped by cluster (a loop over clusters, not tokens)."
+        "Outputs for rows `x` already assigned to `index`, grouped by cluster."
         y = self.intercepts[index]
-        order = index.argsort()
-        counts = torch.bincount(index, minlength=self.k)
-        for c, rows in zip(counts.nonzero().squeeze(1).tolist(), torch.split(order, counts[counts > 0].tolist())):
+        for c, rows in _cluster_rows(index, self.k):
             y[rows] += (x[rows] @ self.right[c].T) @ self.left[c].T
         return y
 
