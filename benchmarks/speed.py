@@ -6,7 +6,9 @@
 Two regimes: (a) one token on one thread (edge inference), (b) 4096 tokens on all threads (batch inference).
 For every shape, k and variant (order 1, order 2 diagonal, least-squares order 1) it times the dense block,
 `TaylorMLP.forward` (route 'TaylorMLP.forward': the library's default path, what `tm(x)` runs, input checks
-included) and the routes of `taylormlp.fast`, and reports
+included) and the routes of `taylormlp.fast`; for the low-rank variant (`taylormlp.variants.LowRankTaylorMLP`, rank
+min(d_in, d_out) // 8) its default path (route 'cpp', the C++ kernel) and its loop over clusters (route 'eager').
+It reports
 
 * speed ratio  = dense time / TaylorMLP time (measured),
 * MAC ratio    = dense_multiply_adds / multiply_adds (the limit if time were proportional to multiply-adds),
@@ -29,6 +31,7 @@ from torch.utils.benchmark import Measurement, Timer
 
 from taylormlp.taylor import LinearActLinear, TaylorMLP, dense_multiply_adds, multiply_adds
 from taylormlp.fast import FastTaylorMLP, load_extension
+from taylormlp.variants import LowRankTaylorMLP
 
 SHAPES = {   # name: (layer widths, activation)
     'CIFAR VGG16 head': ([512, 4096, 4096, 10], 'relu'),
@@ -38,7 +41,9 @@ SHAPES = {   # name: (layer widths, activation)
     'MiniLM MLP': ([384, 1536, 384], 'gelu'),
 }
 TRANSFORMER_SHAPES = ('DeiT-S MLP', 'DeiT-B MLP', 'MiniLM MLP')
-VARIANTS = {'order 1': (1, 'taylor'), 'order 2 diag': (2, 'taylor'), 'lstsq order 1': (1, 'lstsq')}
+LOW_RANK = 'low rank r=d/8'
+VARIANTS = {'order 1': (1, 'taylor'), 'order 2 diag': (2, 'taylor'), 'lstsq order 1': (1, 'lstsq'),
+            LOW_RANK: (1, 'low rank')}
 BATCH1, BATCHN = 'batch 1, 1 thread', 'batch 4096, all threads'
 
 def dense_block(widths: list[int], act: str) -> nn.Module:
@@ -49,14 +54,23 @@ def dense_block(widths: list[int], act: str) -> nn.Module:
     if len(layers) == 3: return LinearActLinear(*layers).eval()
     return nn.Sequential(*layers).eval()
 
-def table_bytes(d_in: int, d_out: int, k: int, order: int) -> int:
+def low_rank_of(d_in: int, d_out: int) -> int:
+    "The benchmark's rank for the low-rank variant: an eighth of the smaller width."
+    return max(1, min(d_in, d_out) // 8)
+
+def table_bytes(d_in: int, d_out: int, k: int, order: int, coefficients: str = 'taylor') -> int:
     "Bytes of a TaylorMLP's persistent buffers (centres, values, slopes, intercepts, hessian_diags, gate_radii)."
+    if coefficients == 'low rank': return 4 * (k * d_in + k * d_out + k * low_rank_of(d_in, d_out) * (d_in + d_out))
     return 4 * (k * d_in + 2 * k * d_out + order * k * d_out * d_in + k)
 
-def random_taylor(d_in: int, d_out: int, k: int, order: int, coefficients: str, gen: torch.Generator) -> TaylorMLP:
-    "A TaylorMLP with random tables (the timings do not depend on the values)."
+def random_taylor(d_in: int, d_out: int, k: int, order: int, coefficients: str, gen: torch.Generator):
+    "A TaylorMLP (or LowRankTaylorMLP for `coefficients='low rank'`) with random tables (timings do not depend on them)."
     r = lambda *s, scale=1.0: torch.randn(*s, generator=gen).mul_(scale)   # in place: tables can be GBs
     centres = r(k, d_in)
+    if coefficients == 'low rank':
+        rank = low_rank_of(d_in, d_out)
+        return LowRankTaylorMLP(centres, r(k, d_out), r(k, d_out, rank, scale=rank ** -0.5),
+                                r(k, rank, d_in, scale=d_in ** -0.5))
     slopes = r(k, d_out, d_in, scale=d_in ** -0.5)
     hess = r(k, d_out, d_in, scale=0.1 * d_in ** -0.5) if order == 2 else None
     intercepts = r(k, d_out) if coefficients == 'lstsq' else None
@@ -69,10 +83,12 @@ def input_pool(tm_centres: torch.Tensor, n_tokens: int, size: int, gen: torch.Ge
             + 0.5 * torch.randn(n_tokens, d, generator=gen) for _ in range(size)]
     return itertools.cycle(pool)
 
-def traffic_bytes(d_in: int, d_out: int, k: int, order: int, n_tokens: int) -> float:
+def traffic_bytes(d_in: int, d_out: int, k: int, order: int, n_tokens: int, coefficients: str = 'taylor') -> float:
     "Bytes of tables a TaylorMLP must read for `n_tokens` balanced tokens: centres, plus the slopes of the clusters hit."
     clusters_hit = k * (1 - (1 - 1 / k) ** n_tokens)
-    return 4 * (k * (d_in + 1) + clusters_hit * d_out * (order * d_in + 1))
+    per_cluster = (low_rank_of(d_in, d_out) * (d_in + d_out) + d_out if coefficients == 'low rank'
+                   else d_out * (order * d_in + 1))
+    return 4 * (k * (d_in + 1) + clusters_hit * per_cluster)
 
 def measure(fn, pool, min_run_time: float, slow: bool = False) -> Measurement:
     "Timer.blocked_autorange; a statement known to take seconds is timed by one call (no calibration runs)."
@@ -131,6 +147,7 @@ class Bench:
             if d_in % 4 or d_out % 4: names = [n for n in names if n != 'grouped_mm']
             if d_in > 4096: names = ['cpp']            # ImageNet head: one call takes seconds
         if variant == 'lstsq order 1' and not everything: names = [n for n in names if n == 'cpp']
+        if variant == LOW_RANK: names = ['eager', 'cpp']   # its loop over clusters, and its default C++ path
         return [n for n in names if n != 'cpp' or self.cpp]
 
     def skip(self, **row):
@@ -164,7 +181,12 @@ class Bench:
         for k in a.ks:
             for variant in a.variants:
                 order, coefficients = VARIANTS[variant]
-                need = table_bytes(d_in, d_out, k, order)
+                if coefficients == 'low rank' and low_rank_of(d_in, d_out) < 8:
+                    self.skip(shape=name, k=k, variant=variant,
+                              reason=f"rank {low_rank_of(d_in, d_out)}: a {d_out}-wide output leaves nothing to factorise "
+                                     f"(the low-rank variant is timed where d/8 >= 8)")
+                    continue
+                need = table_bytes(d_in, d_out, k, order, coefficients)
                 if need > a.max_table_bytes:
                     self.skip(shape=name, k=k, variant=variant, table_bytes=need,
                               reason=f"tables need {fmt_bytes(need)}, over the cap of {fmt_bytes(a.max_table_bytes)} "
@@ -172,7 +194,7 @@ class Bench:
                     continue
                 tm = random_taylor(d_in, d_out, k, order, coefficients, self.gen)
                 tm_bytes = sum(t.numel() * t.element_size() for t in tm.state_dict().values())
-                tm_macs = multiply_adds(tm)
+                tm_macs = tm.multiply_adds if coefficients == 'low rank' else multiply_adds(tm)
                 common = dict(shape=name, widths=widths, activation=act, k=k, variant=variant, order=order,
                               coefficients=coefficients, dense_macs=dense_macs, tmlp_macs=tm_macs,
                               mac_ratio=dense_macs / tm_macs, dense_bytes=dense_bytes, tmlp_bytes=tm_bytes)
@@ -185,9 +207,15 @@ class Bench:
                         continue
                     torch.set_num_threads(1 if one else self.all_threads)
                     n_tokens = 1 if one else n_big
-                    candidates = {'TaylorMLP.forward': tm}
+                    low_rank = coefficients == 'low rank'
+                    # the default path: TaylorMLP.forward, or for the low-rank maps their forward (the C++ route)
+                    candidates = {} if low_rank else {'TaylorMLP.forward': tm}
                     compile_s = None
                     for r in self.routes(regime, d_in, d_out, k, variant):
+                        if low_rank:
+                            candidates[r] = tm if r == 'cpp' else LowRankTaylorMLP(
+                                tm.centres, tm.intercepts, tm.left, tm.right, route='eager')
+                            continue
                         fast = FastTaylorMLP(tm, route=r)
                         if r == 'compile':
                             t = time.perf_counter()
@@ -207,9 +235,11 @@ class Bench:
                         m = Measurement.merge(ms)[0]
                         self.rows.append(dict(common, regime=regime, batch=n_tokens, threads=torch.get_num_threads(),
                                               route=c, seconds=m.median, iqr=m.iqr, n_times=len(m.times),
+                                              default_path=c == 'TaylorMLP.forward' or (low_rank and c == 'cpp'),
                                               dense_interleaved=interleave,
                                               compile_seconds=compile_s if c == 'compile' else None,
-                                              traffic_ratio=(dense_bytes / traffic_bytes(d_in, d_out, k, order, n_tokens)),
+                                              traffic_ratio=(dense_bytes / traffic_bytes(d_in, d_out, k, order, n_tokens,
+                                                                                            coefficients)),
                                               _dense=dense_m, load_average=load_average()))
                     rows = self.rows[-len(got):]
                     best = min((r for r in rows if r['route'] != 'TaylorMLP.forward'), key=lambda r: r['seconds'],
@@ -238,14 +268,15 @@ class Bench:
         return dict(rows=self.rows, skipped=self.skipped, targets=evaluate_targets(self.rows))
 
 def best_rows(rows, regime):
-    "Per (shape, k, variant): the fastest fast route (TaylorMLP.forward excluded) and TaylorMLP.forward itself."
+    "Per (shape, k, variant): the fastest fast route (TaylorMLP.forward excluded) and the default path (`model(x)`)."
     out = {}
     for r in rows:
         if r['regime'] != regime: continue
         key = (r['shape'], r['k'], r['variant'])
         slot = out.setdefault(key, {})
-        if r['route'] == 'TaylorMLP.forward': slot['forward'] = r
-        elif 'best' not in slot or r['seconds'] < slot['best']['seconds']: slot['best'] = r
+        if r.get('default_path', r['route'] == 'TaylorMLP.forward'): slot['forward'] = r
+        if r['route'] == 'TaylorMLP.forward': continue
+        if 'best' not in slot or r['seconds'] < slot['best']['seconds']: slot['best'] = r
     return out
 
 def evaluate_targets(rows) -> list[dict]:
@@ -295,11 +326,13 @@ def print_table(result: dict):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--quick', action='store_true', help='CIFAR head and DeiT-S, k in {16, 120}, fewer routes (< 2 min)')
+    p.add_argument('--quick', action='store_true', help='CIFAR head and DeiT-S, k in {16, 120}, fewer routes and '
+                                                        'variants (about 2 min)')
     p.add_argument('--out', default=None, help='JSON output (default data/results/speed.json, or speed_quick.json '
                                                'with --quick)')
     p.add_argument('--shapes', nargs='*', default=None, choices=list(SHAPES), help='subset of shapes')
     p.add_argument('--ks', nargs='*', type=int, default=None)
+    p.add_argument('--variants', nargs='*', default=None, choices=list(VARIANTS), help='subset of variants')
     p.add_argument('--regimes', nargs='*', default=None, choices=['batch1', 'batch'])
     p.add_argument('--batch', type=int, default=4096)
     p.add_argument('--max-table-gb', type=float, default=4.0, help='skip TaylorMLPs whose tables exceed this')
@@ -310,7 +343,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     a.shapes = a.shapes or (['CIFAR VGG16 head', 'DeiT-S MLP'] if a.quick else list(SHAPES))
     a.ks = a.ks or ([16, 120] if a.quick else [16, 120, 256, 1024])
-    a.variants = ['order 1', 'order 2 diag'] if a.quick else list(VARIANTS)
+    a.variants = a.variants or (['order 1', 'order 2 diag', LOW_RANK] if a.quick else list(VARIANTS))
     a.regimes = [{'batch1': BATCH1, 'batch': BATCHN}[r] for r in (a.regimes or ['batch1', 'batch'])]
     a.rounds, a.rounds_batch = (2, 1) if a.quick else (4, 2)
     a.min_time_one, a.min_time_batch = (0.05, 0.2) if a.quick else (0.1, 0.2)

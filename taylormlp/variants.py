@@ -155,16 +155,22 @@ def _cluster_rows(index: Tensor, k: int) -> Iterator[tuple[int, Tensor]]:
     return zip(counts.nonzero().squeeze(1).tolist(), torch.split(order, counts[counts > 0].tolist()))
 
 class LowRankTaylorMLP(nn.Module):
-    "Nearest centre, then that cluster's rank-r affine map `b_c + L_c (R_c x)`."
-    def __init__(self, centres: Tensor, intercepts: Tensor, left: Tensor, right: Tensor, meta: Optional[dict] = None):
+    """Nearest centre, then that cluster's rank-r affine map `b_c + L_c (R_c x)`.
+
+    `route='auto'` evaluates float32 CPU inputs with the C++ kernel of `taylormlp.fast` (one call, tokens grouped by
+    cluster) when it compiles and no `assigner` is set; `'eager'` (and everything else) uses `evaluate`'s loop over
+    clusters. Both give the same numbers to float32 rounding."""
+    def __init__(self, centres: Tensor, intercepts: Tensor, left: Tensor, right: Tensor, meta: Optional[dict] = None,
+                 route: str = 'auto'):
         super().__init__()
+        if route not in ('auto', 'eager'): raise ValueError(f"route={route!r}: use 'auto' (C++ when possible) or 'eager'.")
         k, d_in = centres.shape
         if left.shape[:2] != (k, intercepts.shape[1]) or right.shape[0] != k or right.shape[1:] != (left.shape[2], d_in):
             raise ValueError(f"left {list(left.shape)} and right {list(right.shape)} must be [k, d_out, r] and "
                              f"[k, r, d_in] for centres {list(centres.shape)}, intercepts {list(intercepts.shape)}.")
         for n, t in (('centres', centres), ('intercepts', intercepts), ('left', left), ('right', right)):
             self.register_buffer(n, t.detach().contiguous())
-        self.meta, self.assigner = dict(meta or {}), None
+        self.meta, self.assigner, self.route, self._cpp = dict(meta or {}), None, route, None
 
     k = property(lambda self: self.centres.shape[0])
     d_in = property(lambda self: self.centres.shape[1])
@@ -214,8 +220,30 @@ class LowRankTaylorMLP(nn.Module):
             y[rows] += (x[rows] @ self.right[c].T) @ self.left[c].T
         return y
 
-    @torch.no_grad()
+    def _kernel(self):
+        "The C++ callable, rebuilt when the centres change (their squared norms are derived from them); None if unusable."
+        centres, cached = self._buffers['centres'], self._cpp   # not self.centres: nn.Module.__getattr__ costs µs
+        if cached is None or cached[0] is not centres or cached[1] != centres._version:
+            from taylormlp.fast import cpp_tables             # fast is not needed unless this route runs
+            self._cpp = (centres, centres._version, cpp_tables(centres, (centres * centres).sum(1), self.intercepts,
+                                                                left=self.left, right=self.right))
+        return self._cpp[2]
+
+    def __getstate__(self): return {**self.__dict__, '_cpp': None}   # the C++ object does not pickle
+
     def forward(self, x: Tensor, return_assignment: bool = False):
+        "`[..., d_in] -> [..., d_out]` (no autograd); with `return_assignment`, also the centre indices and distances."
+        if self.route == 'auto' and self.assigner is None and not return_assignment:
+            kernel = self._kernel()
+            if kernel is not None:
+                y = kernel(x)                                # None unless rows [N, d_in] float32 on CPU
+                if y is not None: return y
+                if x.dim() > 2 and x.shape[-1] == self.d_in and x.dtype == torch.float32 and x.device.type == 'cpu':
+                    return kernel(x.reshape(-1, self.d_in).contiguous()).reshape(*x.shape[:-1], self.d_out)
+        return self._forward_eager(x, return_assignment)
+
+    @torch.no_grad()
+    def _forward_eager(self, x: Tensor, return_assignment: bool = False):
         if x.shape[-1] != self.d_in:
             raise ValueError(f"LowRankTaylorMLP expects inputs [..., {self.d_in}] but got {list(x.shape)}.")
         lead, dt = x.shape[:-1], x.dtype

@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end on tiny settings and write what the speed page reads (no timing asserted)."""
+import importlib.util, json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f'bench_{name}', ROOT / 'benchmarks' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+def test_speed_benchmark_smoke(tmp_path):
+    speed = load_script('speed')
+    out = tmp_path / 'speed.json'
+    result = speed.main(['--quick', '--shapes', 'CIFAR VGG16 head', 'MiniLM MLP', '--ks', '16', '--batch', '64',
+                         '--variants', 'order 1', 'order 2 diag', speed.LOW_RANK, '--out', str(out)])
+    saved = json.loads(out.read_text())
+    assert saved['rows'] and saved['targets'] and saved['command'].startswith('python benchmarks/speed.py')
+    got = {(r['shape'], r['variant'], r['regime'], r['route']) for r in saved['rows']}
+    cpp = speed.load_extension() is not None
+    for regime in (speed.BATCH1, speed.BATCHN):
+        assert ('MiniLM MLP', 'order 2 diag', regime, 'TaylorMLP.forward') in got
+        assert ('MiniLM MLP', speed.LOW_RANK, regime, 'eager') in got
+        assert (('MiniLM MLP', speed.LOW_RANK, regime, 'cpp') in got) == cpp
+    # the CIFAR head's 10-wide output leaves rank 1: skipped with its reason, not timed
+    assert not any(r['shape'] == 'CIFAR VGG16 head' and r['variant'] == speed.LOW_RANK for r in saved['rows'])
+    assert any(s['shape'] == 'CIFAR VGG16 head' and 'rank 1' in s['reason'] for s in saved['skipped'])
+    for r in saved['rows']:
+        assert r['efficiency'] == pytest.approx(r['speed_ratio'] / r['mac_ratio'])
+        assert r['seconds'] > 0 and r['dense_seconds'] > 0
+    low = next(r for r in saved['rows'] if r['variant'] == speed.LOW_RANK)
+    rank = speed.low_rank_of(384, 384)
+    assert low['tmlp_macs'] == 16 * 384 + rank * (384 + 384)
+    # every (shape, k, variant) has a default-path row (what model(x) runs) for the speed page
+    for regime in (speed.BATCH1, speed.BATCHN):
+        assert all('forward' in slot for slot in speed.best_rows(saved['rows'], regime).values())
