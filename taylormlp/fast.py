@@ -150,10 +150,11 @@ inline void dots_2rows(const float* A, int64_t d, const float* const* f, float* 
     for (int t = 0; t < NT; ++t) { s0[t] += A[i] * f[t][i]; s1[t] += A[d + i] * f[t][i]; }
 }
 
-// s[r] = A[r] . x for the four rows A, A + d, A + 2d, A + 3d and one token: four memory streams at once, because
-// one stream leaves the core waiting on DRAM when the table does not fit in cache (ImageNet head, k = 16, 100 MB
-// slopes: 5.5 ms against 7.2 ms row by row). No software prefetch here: the hardware follows four streams, and
-// prefetching each of them took 7.0 ms.
+// s[r] = A[r] . x for the four rows A, A + d, A + 2d, A + 3d and one token: four memory streams at once. For long
+// rows (ImageNet head, d = 25088, k = 16, 100 MB of slopes) one prefetched stream leaves the core waiting on DRAM:
+// 5.5 ms against 7.2 ms row by row (prefetching each of the four streams: 7.0 ms). For short rows (d = 384) it was
+// slower than one prefetched row at a time (65 against 47 us, DeiT-S shape, k = 16, order 2), hence kLongRow.
+constexpr int64_t kLongRow = 2048;
 inline void dots_4rows(const float* A, int64_t d, const float* x, float* s) {
   int64_t i = 0;
   for (int r = 0; r < 4; ++r) s[r] = 0.f;
@@ -194,7 +195,7 @@ inline void nearest_block(const float* C, const float* csq, int64_t k, int64_t d
   float best[NT], s[NT];
   for (int t = 0; t < NT; ++t) { best[t] = std::numeric_limits<float>::infinity(); arg[t] = 0; }
   int64_t j = 0;
-  if constexpr (NT == 1) {          // one token: four centres at a time (four memory streams)
+  if (NT == 1 && d >= kLongRow) {  // one token, long rows: four centres at a time (four memory streams)
     float s4[4];
     for (; j + 4 <= k; j += 4) {
       dots_4rows(C + j * d, d, f[0], s4);
@@ -219,14 +220,14 @@ inline void nearest_block(const float* C, const float* csq, int64_t k, int64_t d
 inline void affine_rows(const float* A, const float* H, const float* b, int64_t d_out, int64_t d,
                         const float* const* x, const float* const* sq, float* const* out, int64_t m) {
   int64_t o = 0;
-  if (m == 1) {                     // one token: four rows at a time (four memory streams)
+  if (m == 1 && d >= kLongRow) {    // one token, long rows: four rows at a time (four memory streams)
     float s[4], q[4] = {0.f, 0.f, 0.f, 0.f};
     for (; o + 4 <= d_out; o += 4) {
       dots_4rows(A + o * d, d, x[0], s);
       if (H) dots_4rows(H + o * d, d, sq[0], q);
       for (int r = 0; r < 4; ++r) out[0][o + r] = (b ? b[o + r] : 0.f) + s[r] + (H ? 0.5f * q[r] : 0.f);
     }
-  } else {                          // blocks of up to 4 tokens against two rows at a time
+  } else if (m > 1) {               // blocks of up to 4 tokens against two rows at a time
     for (; o + 2 <= d_out; o += 2) {
       for (int64_t t0 = 0; t0 < m; t0 += 4) {
         by_block_size(std::min<int64_t>(4, m - t0), [&](auto NT_) {
