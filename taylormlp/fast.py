@@ -76,8 +76,9 @@ namespace {
 constexpr int64_t kChunk = 32;   // tokens of one cluster handled together by the blocked kernel
 
 #ifdef TMLP_AVX2
-// Table rows are streamed from memory once each: ask for the line 4 kB ahead (DeiT-B shape, k = 1024, 4096 tokens,
-// 2.4 GB of slopes: 193 against 209 ms without, medians of 4 interleaved rounds).
+// Blocks of tokens stream each table row from memory once: ask for the line 4 kB ahead (DeiT-B shape, k = 1024,
+// 4096 tokens, 2.4 GB of slopes: 193 against 209 ms without, medians of 4 interleaved rounds). One token does not:
+// there the prefetch cost more than it saved (DeiT-S shape, k = 256, order 2: 131 against 110 us without).
 constexpr int64_t kAhead = 1024;
 
 inline float hsum(__m256 v) {
@@ -99,8 +100,6 @@ inline void dots(const float* w, const float* const* f, int64_t d, float* s) {
     const float* x = f[0];
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (; i + 32 <= d; i += 32) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + i + kAhead), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(w + i + kAhead + 16), _MM_HINT_T0);
       a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
       a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
       a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
