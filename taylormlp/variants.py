@@ -221,13 +221,15 @@ class LowRankTaylorMLP(nn.Module):
         return y
 
     def _kernel(self):
-        "The C++ callable, rebuilt when the centres change (their squared norms are derived from them); None if unusable."
-        centres, cached = self._buffers['centres'], self._cpp   # not self.centres: nn.Module.__getattr__ costs µs
-        if cached is None or cached[0] is not centres or cached[1] != centres._version:
+        "The C++ callable, rebuilt when the centres or `left` change (it derives ||c||² and a transposed copy of `left`)."
+        b, cached = self._buffers, self._cpp                 # not self.centres: nn.Module.__getattr__ costs µs
+        centres, left = b['centres'], b['left']
+        key = (centres._version, left._version)
+        if cached is None or cached[0] is not centres or cached[1] is not left or cached[2] != key:
             from taylormlp.fast import cpp_tables             # fast is not needed unless this route runs
-            self._cpp = (centres, centres._version, cpp_tables(centres, (centres * centres).sum(1), self.intercepts,
-                                                                left=self.left, right=self.right))
-        return self._cpp[2]
+            self._cpp = (centres, left, key, cpp_tables(centres, (centres * centres).sum(1), b['intercepts'],
+                                                         left=left, right=b['right']))
+        return self._cpp[3]
 
     def __getstate__(self): return {**self.__dict__, '_cpp': None}   # the C++ object does not pickle
 
