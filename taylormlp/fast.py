@@ -322,37 +322,31 @@ struct Tables {
 
   const float* P(const at::Tensor& t) const { return t.numel() ? t.data_ptr<float>() : nullptr; }
 
-  // The m tokens x[0..m) of cluster c into out[0..m); scratch holds at least m * max(d, rank) floats.
+  // The m <= kChunk tokens x[0..m) of cluster c into out[0..m); scratch holds at least m * max(d, rank) floats.
   void apply_small(int64_t c, const float* const* x, float* const* out, int64_t m, float* scratch) const {
     const float* B = P(intercepts) + c * d_out;
     const float* sq[kChunk] = {};
     if (low_rank) {        // z = R_c x (blocks of 4 tokens share each row of R), then y = b + L_c z token by token
       float* z[kChunk];
-      for (int64_t t0 = 0; t0 < m; t0 += kChunk) {
-        const int64_t mm = std::min<int64_t>(kChunk, m - t0);
-        for (int64_t j = 0; j < mm; ++j) z[j] = scratch + j * rank;
-        affine_rows(P(right) + c * rank * d, nullptr, nullptr, rank, d, x + t0, sq, z, mm);
-        for (int64_t j = 0; j < mm; ++j) combine_rows(P(left_t) + c * rank * d_out, B, rank, d_out, z[j], out[t0 + j]);
-      }
+      for (int64_t j = 0; j < m; ++j) z[j] = scratch + j * rank;
+      affine_rows(P(right) + c * rank * d, nullptr, nullptr, rank, d, x, sq, z, m);
+      for (int64_t j = 0; j < m; ++j) combine_rows(P(left_t) + c * rank * d_out, B, rank, d_out, z[j], out[j]);
       return;
     }
     if (!linear) {
       for (int64_t j = 0; j < m; ++j) std::copy(B, B + d_out, out[j]);
       return;
     }
-    for (int64_t t0 = 0; t0 < m; t0 += kChunk) {
-      const int64_t mm = std::min<int64_t>(kChunk, m - t0);
-      if (quad) {
-        const float* cc = P(centres) + c * d;
-        for (int64_t j = 0; j < mm; ++j) {
-          float* q = scratch + j * d;
-          for (int64_t i = 0; i < d; ++i) { const float u = x[t0 + j][i] - cc[i]; q[i] = u * u; }
-          sq[j] = q;
-        }
+    if (quad) {
+      const float* cc = P(centres) + c * d;
+      for (int64_t j = 0; j < m; ++j) {
+        float* q = scratch + j * d;
+        for (int64_t i = 0; i < d; ++i) { const float u = x[j][i] - cc[i]; q[i] = u * u; }
+        sq[j] = q;
       }
-      affine_rows(P(slopes) + c * d_out * d, quad ? P(hessian_diags) + c * d_out * d : nullptr, B, d_out, d,
-                  x + t0, sq, out + t0, mm);
     }
+    affine_rows(P(slopes) + c * d_out * d, quad ? P(hessian_diags) + c * d_out * d : nullptr, B, d_out, d, x, sq,
+                out, m);
   }
 
   // Index [N] of the nearest centre: up to 16 tokens by the blocked kernel (4 tokens against each centre row),
