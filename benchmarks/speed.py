@@ -8,6 +8,9 @@ For every shape, k and variant (order 1, order 2 diagonal, least-squares order 1
 `TaylorMLP.forward` (route 'TaylorMLP.forward': the library's default path, what `tm(x)` runs, input checks
 included) and the routes of `taylormlp.fast`; for the low-rank variant (`taylormlp.variants.LowRankTaylorMLP`, rank
 min(d_in, d_out) // 8) its default path (route 'cpp', the C++ kernel) and its loop over clusters (route 'eager').
+Route 'cpp float16' is the C++ route reading float16 copies of the slope and Hessian tables
+(`FastTaylorMLP(tm, table_dtype=torch.float16)`); its rows carry the relative difference of its outputs from the
+float32 tables' (`half_error`), and the targets are evaluated twice: on float32 tables, and with it allowed.
 It reports
 
 * speed ratio  = dense time / TaylorMLP time (measured),
@@ -45,6 +48,7 @@ LOW_RANK = 'low rank r=d/8'
 VARIANTS = {'order 1': (1, 'taylor'), 'order 2 diag': (2, 'taylor'), 'lstsq order 1': (1, 'lstsq'),
             LOW_RANK: (1, 'low rank')}
 BATCH1, BATCHN = 'batch 1, 1 thread', 'batch 4096, all threads'
+CPP16 = 'cpp float16'   # the C++ route on float16 copies of the slope and Hessian tables
 
 def dense_block(widths: list[int], act: str) -> nn.Module:
     "The dense MLP block: Linear layers with the activation between them (dropout is a no-op at inference)."
@@ -83,12 +87,14 @@ def input_pool(tm_centres: torch.Tensor, n_tokens: int, size: int, gen: torch.Ge
             + 0.5 * torch.randn(n_tokens, d, generator=gen) for _ in range(size)]
     return itertools.cycle(pool)
 
-def traffic_bytes(d_in: int, d_out: int, k: int, order: int, n_tokens: int, coefficients: str = 'taylor') -> float:
-    "Bytes of tables a TaylorMLP must read for `n_tokens` balanced tokens: centres, plus the slopes of the clusters hit."
+def traffic_bytes(d_in: int, d_out: int, k: int, order: int, n_tokens: int, coefficients: str = 'taylor',
+                  slope_bytes: int = 4) -> float:
+    """Bytes of tables a TaylorMLP must read for `n_tokens` balanced tokens: centres, plus the slopes of the clusters
+    hit (`slope_bytes` per slope and Hessian entry: 2 for float16 tables)."""
     clusters_hit = k * (1 - (1 - 1 / k) ** n_tokens)
-    per_cluster = (low_rank_of(d_in, d_out) * (d_in + d_out) + d_out if coefficients == 'low rank'
-                   else d_out * (order * d_in + 1))
-    return 4 * (k * (d_in + 1) + clusters_hit * per_cluster)
+    per_cluster = (4 * (low_rank_of(d_in, d_out) * (d_in + d_out) + d_out) if coefficients == 'low rank'
+                   else 4 * d_out + slope_bytes * order * d_out * d_in)
+    return 4 * k * (d_in + 1) + clusters_hit * per_cluster
 
 def measure(fn, pool, min_run_time: float, slow: bool = False) -> Measurement:
     "Timer.blocked_autorange; a statement known to take seconds is timed by one call (no calibration runs)."
@@ -148,7 +154,8 @@ class Bench:
             if d_in > 4096: names = ['cpp']            # ImageNet head: one call takes seconds
         if variant == 'lstsq order 1' and not everything: names = [n for n in names if n == 'cpp']
         if variant == LOW_RANK: names = ['eager', 'cpp']   # its loop over clusters, and its default C++ path
-        return [n for n in names if n != 'cpp' or self.cpp]
+        elif 'cpp' in names: names.append(CPP16)
+        return [n for n in names if not n.startswith('cpp') or self.cpp]
 
     def skip(self, **row):
         self.skipped.append(row)
@@ -216,13 +223,22 @@ class Bench:
                             candidates[r] = tm if r == 'cpp' else LowRankTaylorMLP(
                                 tm.centres, tm.intercepts, tm.left, tm.right, route='eager')
                             continue
-                        fast = FastTaylorMLP(tm, route=r)
+                        fast = (FastTaylorMLP(tm, route='cpp', table_dtype=torch.float16) if r == CPP16 else
+                                FastTaylorMLP(tm, route=r))
                         if r == 'compile':
                             t = time.perf_counter()
                             fast(torch.randn(1, d_in, generator=self.gen))
                             compile_s = time.perf_counter() - t
                         candidates[r] = fast
                     pool = input_pool(tm.centres, n_tokens, 64 if one else pool_n, self.gen)   # shared by all
+                    half_error = None
+                    if CPP16 in candidates:      # what float16 tables cost in accuracy, on this regime's first input
+                        with torch.no_grad():
+                            x0 = next(pool)
+                            y32 = FastTaylorMLP(tm, route='cpp')(x0)
+                            half_error = float((candidates[CPP16](x0) - y32).norm() / y32.norm())
+                    half_saved = 0 if low_rank else sum(t.numel() * 2 for t in (tm.slopes, tm.hessian_diags)
+                                                        if t is not None)
                     interleave = one or interleave_big
                     slow = not one and d_in > 4096
                     got = {c: [] for c in (['dense'] if interleave else []) + list(candidates)}
@@ -233,13 +249,17 @@ class Bench:
                     dense_m = Measurement.merge(got.pop('dense'))[0] if interleave else None
                     for c, ms in got.items():
                         m = Measurement.merge(ms)[0]
+                        half = c == CPP16
                         self.rows.append(dict(common, regime=regime, batch=n_tokens, threads=torch.get_num_threads(),
                                               route=c, seconds=m.median, iqr=m.iqr, n_times=len(m.times),
+                                              table_dtype='float16' if half else 'float32',
+                                              half_error=half_error if half else None,
+                                              tmlp_bytes=tm_bytes - half_saved if half else tm_bytes,
                                               default_path=c == 'TaylorMLP.forward' or (low_rank and c == 'cpp'),
                                               dense_interleaved=interleave,
                                               compile_seconds=compile_s if c == 'compile' else None,
-                                              traffic_ratio=(dense_bytes / traffic_bytes(d_in, d_out, k, order, n_tokens,
-                                                                                            coefficients)),
+                                              traffic_ratio=(dense_bytes / traffic_bytes(
+                                                  d_in, d_out, k, order, n_tokens, coefficients, 2 if half else 4)),
                                               _dense=dense_m, load_average=load_average()))
                     rows = self.rows[-len(got):]
                     best = min((r for r in rows if r['route'] != 'TaylorMLP.forward'), key=lambda r: r['seconds'],
@@ -267,11 +287,12 @@ class Bench:
             r['efficiency'] = r['speed_ratio'] / r['mac_ratio']
         return dict(rows=self.rows, skipped=self.skipped, targets=evaluate_targets(self.rows))
 
-def best_rows(rows, regime):
-    "Per (shape, k, variant): the fastest fast route (TaylorMLP.forward excluded) and the default path (`model(x)`)."
+def best_rows(rows, regime, float16: bool = False):
+    """Per (shape, k, variant): the fastest fast route (TaylorMLP.forward excluded; the float16 tables' route only with
+    `float16=True`) and the default path (`model(x)`)."""
     out = {}
     for r in rows:
-        if r['regime'] != regime: continue
+        if r['regime'] != regime or (r.get('table_dtype') == 'float16' and not float16): continue
         key = (r['shape'], r['k'], r['variant'])
         slot = out.setdefault(key, {})
         if r.get('default_path', r['route'] == 'TaylorMLP.forward'): slot['forward'] = r
@@ -280,41 +301,53 @@ def best_rows(rows, regime):
     return out
 
 def evaluate_targets(rows) -> list[dict]:
-    res = []
-    b1 = best_rows(rows, BATCH1)
+    "The issue's targets on float32 tables, then the efficiency targets again with float16 tables allowed."
+    res = _targets(rows, False)
+    if any(r.get('table_dtype') == 'float16' for r in rows):
+        res += [t for t in _targets(rows, True) if 'efficiency' in t['target']]
+    return res
+
+def _targets(rows, float16: bool) -> list[dict]:
+    res, tables = [], ' (float16 tables allowed)' if float16 else ''
+    b1 = best_rows(rows, BATCH1, float16)
     if b1:
         fails = [dict(shape=s, k=k, variant=v, efficiency=round(x['best']['efficiency'], 4))
                  for (s, k, v), x in b1.items() if 'best' in x and x['best']['efficiency'] < 0.6]
         res.append(dict(target='batch-1 one-thread efficiency >= 0.6 on every shape (best fast route, every k and '
-                               'variant timed)', met=not fails, failures=fails))
+                               'variant timed)' + tables, met=not fails, failures=fails))
         cifar = b1.get(('CIFAR VGG16 head', 120, 'order 1'))
         if cifar and 'best' in cifar:
             res.append(dict(target='CIFAR VGG16 head, k=120, order 1, batch 1: >= 170x faster than dense',
                             met=cifar['best']['speed_ratio'] >= 170, speed_ratio=round(cifar['best']['speed_ratio'], 1),
                             mac_ratio=round(cifar['best']['mac_ratio'], 1), route=cifar['best']['route']))
-    bn = best_rows(rows, BATCHN)
+    bn = best_rows(rows, BATCHN, float16)
     trans = {key: x for key, x in bn.items() if key[0] in TRANSFORMER_SHAPES and 'best' in x}
     if trans:
         fails = [dict(shape=s, k=k, variant=v, efficiency=round(x['best']['efficiency'], 4))
                  for (s, k, v), x in trans.items() if x['best']['efficiency'] < 0.5]
         res.append(dict(target='batch-4096 efficiency >= 0.5 on transformer shapes (best fast route, every k and '
-                               'variant timed)', met=not fails, failures=fails))
+                               'variant timed)' + tables, met=not fails, failures=fails))
     return res
 
 def print_table(result: dict):
     for regime in (BATCH1, BATCHN):
         best = best_rows(result['rows'], regime)
         if not best: continue
+        half = {key: x['best'] for key, x in best_rows(result['rows'], regime, True).items()
+                if x.get('best', {}).get('table_dtype') == 'float16'}
         print(f"\n## {regime}\n")
         head = (f"{'shape':<20} {'k':>5} {'variant':<14} {'dense':>9} {'forward':>9} {'x':>6} {'best route':>10} "
-                f"{'time':>9} {'speed x':>8} {'MAC x':>7} {'eff.':>5} {'traffic x':>9} {'dense MB':>9} {'TMLP MB':>9}")
+                f"{'time':>9} {'speed x':>8} {'MAC x':>7} {'eff.':>5} {'traffic x':>9} {'dense MB':>9} {'TMLP MB':>9}"
+                f" | {'float16 time':>12} {'eff.':>5} {'rel. err':>8}")
         print(head); print('-' * len(head))
         for (s, k, v), x in best.items():
             f, b = x['forward'], x.get('best', x['forward'])
+            h = half.get((s, k, v))
             print(f"{s:<20} {k:>5} {v:<14} {fmt_time(f['dense_seconds']):>9} {fmt_time(f['seconds']):>9} "
                   f"{f['speed_ratio']:>6.1f} {b['route']:>10} {fmt_time(b['seconds']):>9} {b['speed_ratio']:>8.1f} "
                   f"{b['mac_ratio']:>7.1f} {b['efficiency']:>5.2f} {b['traffic_ratio']:>9.1f} "
-                  f"{b['dense_bytes'] / 1e6:>9.1f} {b['tmlp_bytes'] / 1e6:>9.1f}")
+                  f"{b['dense_bytes'] / 1e6:>9.1f} {b['tmlp_bytes'] / 1e6:>9.1f}"
+                  + (f" | {fmt_time(h['seconds']):>12} {h['efficiency']:>5.2f} {h['half_error']:>8.1e}" if h else " |"))
     if result['skipped']:
         print("\nNot timed:")
         for s in result['skipped']:

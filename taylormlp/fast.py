@@ -54,6 +54,7 @@ def _gather_forward(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, slopes:
 # %% ../nbs/08_fast.ipynb #731636fa
 _CPP_SOURCE = r'''
 #include <ATen/core/Tensor.h>
+#include <c10/util/Half.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/addmm.h>
@@ -66,7 +67,7 @@ _CPP_SOURCE = r'''
 #include <type_traits>
 #include <utility>
 #include <vector>
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define TMLP_AVX2 1
 #endif
@@ -81,6 +82,13 @@ constexpr int64_t kChunk = 32;   // tokens of one cluster handled together by th
 // there the prefetch cost more than it saved (DeiT-S shape, k = 256, order 2: 131 against 110 us without).
 constexpr int64_t kAhead = 1024;
 
+// Eight table entries as floats: float32 tables load directly, float16 tables (half the bytes to stream) convert
+// with F16C on the way in; the arithmetic stays float32.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -91,8 +99,8 @@ inline float hsum(__m256 v) {
 
 // s[t] = w . f[t] for NT tokens: w is loaded once for all of them. One token gets four accumulators instead,
 // to hide the FMA latency.
-template <int NT>
-inline void dots(const float* w, const float* const* f, int64_t d, float* s) {
+template <int NT, typename W>
+inline void dots(const W* w, const float* const* f, int64_t d, float* s) {
   int64_t i = 0;
   for (int t = 0; t < NT; ++t) s[t] = 0.f;
 #ifdef TMLP_AVX2
@@ -100,32 +108,32 @@ inline void dots(const float* w, const float* const* f, int64_t d, float* s) {
     const float* x = f[0];
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (; i + 32 <= d; i += 32) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+      a0 = _mm256_fmadd_ps(load8(w + i), _mm256_loadu_ps(x + i), a0);
+      a1 = _mm256_fmadd_ps(load8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+      a2 = _mm256_fmadd_ps(load8(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+      a3 = _mm256_fmadd_ps(load8(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
-    for (; i + 8 <= d; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    for (; i + 8 <= d; i += 8) a0 = _mm256_fmadd_ps(load8(w + i), _mm256_loadu_ps(x + i), a0);
     s[0] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
   } else {
     __m256 c[NT];
     for (int t = 0; t < NT; ++t) c[t] = _mm256_setzero_ps();
     for (; i + 8 <= d; i += 8) {
       if ((i & 15) == 0) _mm_prefetch(reinterpret_cast<const char*>(w + i + kAhead), _MM_HINT_T0);
-      const __m256 wv = _mm256_loadu_ps(w + i);
+      const __m256 wv = load8(w + i);
       for (int t = 0; t < NT; ++t) c[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(f[t] + i), c[t]);
     }
     for (int t = 0; t < NT; ++t) s[t] = hsum(c[t]);
   }
 #endif
   for (; i < d; ++i)
-    for (int t = 0; t < NT; ++t) s[t] += w[i] * f[t][i];
+    for (int t = 0; t < NT; ++t) s[t] += static_cast<float>(w[i]) * f[t][i];
 }
 
 // s[r][t] = A[r] . f[t] for the two rows A, A + d and NT tokens: 2 + NT loads feed 2 NT FMAs (one row alone needs
 // 1 + NT loads for NT FMAs, and the loads, not the FMAs, are the limit).
-template <int NT>
-inline void dots_2rows(const float* A, int64_t d, const float* const* f, float* s0, float* s1) {
+template <int NT, typename W>
+inline void dots_2rows(const W* A, int64_t d, const float* const* f, float* s0, float* s1) {
   int64_t i = 0;
   for (int t = 0; t < NT; ++t) s0[t] = s1[t] = 0.f;
 #ifdef TMLP_AVX2
@@ -136,7 +144,7 @@ inline void dots_2rows(const float* A, int64_t d, const float* const* f, float* 
       _mm_prefetch(reinterpret_cast<const char*>(A + i + kAhead), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(A + d + i + kAhead), _MM_HINT_T0);
     }
-    const __m256 w0 = _mm256_loadu_ps(A + i), w1 = _mm256_loadu_ps(A + d + i);
+    const __m256 w0 = load8(A + i), w1 = load8(A + d + i);
     for (int t = 0; t < NT; ++t) {
       const __m256 xv = _mm256_loadu_ps(f[t] + i);
       c0[t] = _mm256_fmadd_ps(w0, xv, c0[t]);
@@ -146,7 +154,10 @@ inline void dots_2rows(const float* A, int64_t d, const float* const* f, float* 
   for (int t = 0; t < NT; ++t) { s0[t] = hsum(c0[t]); s1[t] = hsum(c1[t]); }
 #endif
   for (; i < d; ++i)
-    for (int t = 0; t < NT; ++t) { s0[t] += A[i] * f[t][i]; s1[t] += A[d + i] * f[t][i]; }
+    for (int t = 0; t < NT; ++t) {
+      s0[t] += static_cast<float>(A[i]) * f[t][i];
+      s1[t] += static_cast<float>(A[d + i]) * f[t][i];
+    }
 }
 
 // s[r] = A[r] . x for the four rows A, A + d, A + 2d, A + 3d and one token: four memory streams at once. For long
@@ -154,7 +165,8 @@ inline void dots_2rows(const float* A, int64_t d, const float* const* f, float* 
 // 5.5 ms against 7.2 ms row by row (prefetching each of the four streams: 7.0 ms). For short rows (d = 384) it was
 // slower than one prefetched row at a time (65 against 47 us, DeiT-S shape, k = 16, order 2), hence kLongRow.
 constexpr int64_t kLongRow = 2048;
-inline void dots_4rows(const float* A, int64_t d, const float* x, float* s) {
+template <typename W>
+inline void dots_4rows(const W* A, int64_t d, const float* x, float* s) {
   int64_t i = 0;
   for (int r = 0; r < 4; ++r) s[r] = 0.f;
 #ifdef TMLP_AVX2
@@ -163,19 +175,19 @@ inline void dots_4rows(const float* A, int64_t d, const float* x, float* s) {
   for (; i + 16 <= d; i += 16) {
     const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
     for (int r = 0; r < 4; ++r) {
-      const float* w = A + r * d + i;
-      a[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(w), x0, a[r][0]);
-      a[r][1] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), x1, a[r][1]);
+      const W* w = A + r * d + i;
+      a[r][0] = _mm256_fmadd_ps(load8(w), x0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(load8(w + 8), x1, a[r][1]);
     }
   }
   for (; i + 8 <= d; i += 8) {
     const __m256 x0 = _mm256_loadu_ps(x + i);
-    for (int r = 0; r < 4; ++r) a[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(A + r * d + i), x0, a[r][0]);
+    for (int r = 0; r < 4; ++r) a[r][0] = _mm256_fmadd_ps(load8(A + r * d + i), x0, a[r][0]);
   }
   for (int r = 0; r < 4; ++r) s[r] = hsum(_mm256_add_ps(a[r][0], a[r][1]));
 #endif
   for (; i < d; ++i)
-    for (int r = 0; r < 4; ++r) s[r] += A[r * d + i] * x[i];
+    for (int r = 0; r < 4; ++r) s[r] += static_cast<float>(A[r * d + i]) * x[i];
 }
 
 template <typename Fn>
@@ -216,7 +228,8 @@ inline void nearest_block(const float* C, const float* csq, int64_t k, int64_t d
 // out[t][o] = b[o] + A[o] . x[t] (+ 1/2 H[o] . sq[t]) for the m tokens of one cluster (b may be null: 0). Row o of A
 // (and H) is read from memory once and reused from L1 by every block of 4 tokens, so a cluster's table is streamed
 // once per call whatever its number of tokens.
-inline void affine_rows(const float* A, const float* H, const float* b, int64_t d_out, int64_t d,
+template <typename W>
+inline void affine_rows(const W* A, const W* H, const float* b, int64_t d_out, int64_t d,
                         const float* const* x, const float* const* sq, float* const* out, int64_t m) {
   int64_t o = 0;
   if (m == 1 && d >= kLongRow) {    // one token, long rows: four rows at a time (four memory streams)
@@ -285,18 +298,19 @@ inline void combine_rows(const float* Lt, const float* b, int64_t r, int64_t d_o
   }
 }
 
-void check(const at::Tensor& t, const char* name, int64_t dim) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == dim,
-              "taylormlp C++ route: ", name, " must be a contiguous float32 CPU tensor with ", dim, " dimensions");
+void check(const at::Tensor& t, const char* name, int64_t dim, bool half_ok = false) {
+  TORCH_CHECK(t.device().is_cpu() && (t.scalar_type() == at::kFloat || (half_ok && t.scalar_type() == at::kHalf)) &&
+              t.is_contiguous() && t.dim() == dim, "taylormlp C++ route: ", name, " must be a contiguous float32",
+              half_ok ? " (or float16)" : "", " CPU tensor with ", dim, " dimensions");
 }
 
 // The piecewise map's tables. Affine kind: y = b_c + A_c x (+ 1/2 H_c (x - c)^2); A and H may be empty (orders 0
-// and 1). Low-rank kind: y = b_c + L_c (R_c x), with L [k, d_out, r] and R [k, r, d_in]; L is also kept transposed
+// and 1), or float16 (half the bytes to stream; the arithmetic stays float32). Low-rank kind: y = b_c + L_c (R_c x), with L [k, d_out, r] and R [k, r, d_in]; L is also kept transposed
 // (a copy: left_t [k, r, d_out]) for the combine step. All other tables are shared with the caller, not copied.
 struct Tables {
   at::Tensor centres, csq, intercepts, slopes, hessian_diags, left, right, left_t;
   int64_t k, d, d_out, rank, gemm_rows;
-  bool linear, quad, low_rank;
+  bool linear, quad, low_rank, half;
 
   Tables(at::Tensor centres_, at::Tensor csq_, at::Tensor intercepts_, at::Tensor slopes_, at::Tensor hessian_diags_,
          at::Tensor left_, at::Tensor right_, int64_t gemm_rows_)
@@ -307,8 +321,13 @@ struct Tables {
     k = centres.size(0); d = centres.size(1); d_out = intercepts.size(1);
     linear = slopes.numel() > 0; quad = hessian_diags.numel() > 0; low_rank = left.numel() > 0;
     TORCH_CHECK(csq.size(0) == k && intercepts.size(0) == k, "taylormlp C++ route: tables disagree on k");
-    if (linear) { check(slopes, "slopes", 3); TORCH_CHECK(slopes.sizes() == at::IntArrayRef({k, d_out, d}), "slopes must be [k, d_out, d_in]"); }
-    if (quad) { check(hessian_diags, "hessian_diags", 3); TORCH_CHECK(linear && hessian_diags.sizes() == slopes.sizes(), "hessian_diags must be [k, d_out, d_in] beside slopes"); }
+    half = linear && slopes.scalar_type() == at::kHalf;
+    if (linear) { check(slopes, "slopes", 3, true); TORCH_CHECK(slopes.sizes() == at::IntArrayRef({k, d_out, d}), "slopes must be [k, d_out, d_in]"); }
+    if (quad) {
+      check(hessian_diags, "hessian_diags", 3, true);
+      TORCH_CHECK(linear && hessian_diags.sizes() == slopes.sizes() && hessian_diags.scalar_type() == slopes.scalar_type(),
+                  "hessian_diags must be [k, d_out, d_in] beside slopes, in the same dtype");
+    }
     rank = 0;
     if (low_rank) {
       check(left, "left", 3); check(right, "right", 3);
@@ -321,6 +340,11 @@ struct Tables {
   }
 
   const float* P(const at::Tensor& t) const { return t.numel() ? t.data_ptr<float>() : nullptr; }
+  const c10::Half* PH(const at::Tensor& t) const { return t.numel() ? t.data_ptr<c10::Half>() : nullptr; }
+  // One cluster's [d_out, d_in] table as float32 for BLAS (a view of float32 tables, a converted copy of float16).
+  at::Tensor table(const at::Tensor& t, int64_t c) const {
+    return half ? t.select(0, c).to(at::kFloat) : t.select(0, c);
+  }
 
   // The m <= kChunk tokens x[0..m) of cluster c into out[0..m); scratch holds at least m * max(d, rank) floats.
   void apply_small(int64_t c, const float* const* x, float* const* out, int64_t m, float* scratch) const {
@@ -329,7 +353,7 @@ struct Tables {
     if (low_rank) {        // z = R_c x (blocks of 4 tokens share each row of R), then y = b + L_c z token by token
       float* z[kChunk];
       for (int64_t j = 0; j < m; ++j) z[j] = scratch + j * rank;
-      affine_rows(P(right) + c * rank * d, nullptr, nullptr, rank, d, x, sq, z, m);
+      affine_rows<float>(P(right) + c * rank * d, nullptr, nullptr, rank, d, x, sq, z, m);
       for (int64_t j = 0; j < m; ++j) combine_rows(P(left_t) + c * rank * d_out, B, rank, d_out, z[j], out[j]);
       return;
     }
@@ -345,8 +369,10 @@ struct Tables {
         sq[j] = q;
       }
     }
-    affine_rows(P(slopes) + c * d_out * d, quad ? P(hessian_diags) + c * d_out * d : nullptr, B, d_out, d, x, sq,
-                out, m);
+    if (half) affine_rows(PH(slopes) + c * d_out * d, quad ? PH(hessian_diags) + c * d_out * d : nullptr, B, d_out, d,
+                          x, sq, out, m);
+    else affine_rows(P(slopes) + c * d_out * d, quad ? P(hessian_diags) + c * d_out * d : nullptr, B, d_out, d, x,
+                     sq, out, m);
   }
 
   // Index [N] of the nearest centre: up to 16 tokens by the blocked kernel (4 tokens against each centre row),
@@ -407,10 +433,10 @@ struct Tables {
         at::Tensor yc;
         if (low_rank) yc = at::addmm(intercepts.select(0, c), xc.mm(right.select(0, c).t()), left.select(0, c).t());
         else {
-          yc = at::addmm(intercepts.select(0, c), xc, slopes.select(0, c).t());
+          yc = at::addmm(intercepts.select(0, c), xc, table(slopes, c).t());
           if (quad) {
             auto u = xc.sub(centres.select(0, c));
-            yc.addmm_(u.mul(u), hessian_diags.select(0, c).t(), 1, 0.5);
+            yc.addmm_(u.mul(u), table(hessian_diags, c).t(), 1, 0.5);
           }
         }
         y.index_copy_(0, r, yc);
@@ -476,11 +502,16 @@ def load_extension(verbose: bool = False, build_directory: Optional[str] = None)
     key = build_directory
     if key in _EXTENSIONS: return _EXTENSIONS[key]
     capability = torch.backends.cpu.get_cpu_capability()
-    flags = ['-O3'] + (['-mavx2', '-mfma'] if capability in ('AVX2', 'AVX512') else [])
+    # F16C (float16 tables) came with every AVX2 CPU (Intel Haswell, AMD Piledriver and later). -fopenmp: torch's
+    # at::parallel_for is inline OpenMP code, and without the flag it runs on one thread (found in session 4: 4096
+    # tokens took as long on two threads as on one). Linking libgomp by its soname binds it to the copy torch loaded,
+    # so torch.set_num_threads governs these loops too.
+    flags = ['-O3', '-fopenmp'] + (['-mavx2', '-mfma', '-mf16c'] if capability in ('AVX2', 'AVX512') else [])
     try:
         from torch.utils.cpp_extension import load_inline
         ext = load_inline(f'taylormlp_fast_{capability.lower()}', [_CPP_SOURCE], extra_cflags=flags,
-                          no_implicit_headers=True, build_directory=build_directory, verbose=verbose)
+                          extra_ldflags=['-fopenmp'], no_implicit_headers=True, build_directory=build_directory,
+                          verbose=verbose)
     except Exception as e:
         tail = ' '.join(str(e).strip().splitlines()[-3:])[-600:]
         warnings.warn(f"The C++ route of taylormlp.fast could not be compiled ({type(e).__name__}: {tail}). It needs "
@@ -510,10 +541,14 @@ def cpp_tables(centres: Tensor, centre_sq_norms: Tensor, intercepts: Tensor, slo
                gemm_rows: int = 64):
     """The C++ route's callable for these tables (shared, not copied), or `None` when the tables are not float32 on
     CPU or the extension does not compile. Affine maps pass `slopes` (and `hessian_diags` for order 2; neither for
-    order 0); low-rank maps pass `left` `[k, d_out, r]` and `right` `[k, r, d_in]`. Calling it on rows `[N, d_in]`
-    returns `[N, d_out]`, or `None` for rows that are not 2-D contiguous float32 on CPU (convert them and call again)."""
+    order 0), which may also be float16 (both the same; half the bytes to read, float32 arithmetic); low-rank maps
+    pass `left` `[k, d_out, r]` and `right` `[k, r, d_in]`. Calling it on rows `[N, d_in]` returns `[N, d_out]`, or
+    `None` for rows that are not 2-D contiguous float32 on CPU (convert them and call again)."""
     tables = [centres, centre_sq_norms, intercepts, slopes, hessian_diags, left, right]
-    if any(t is not None and (t.device.type != 'cpu' or t.dtype != torch.float32) for t in tables): return None
+    def usable(i, t):
+        ok = (torch.float32, torch.float16) if i in (3, 4) else (torch.float32,)
+        return t is None or (t.device.type == 'cpu' and t.dtype in ok)
+    if not all(usable(i, t) for i, t in enumerate(tables)): return None
     ext = _EXTENSIONS.get(None) or load_extension()
     if ext is None: return None
     empty = centres.new_empty(0)
@@ -529,9 +564,11 @@ class FastTaylorMLP(nn.Module):
     max_padding : `'padded'` uses one padded `baddbmm` while `k * largest_cluster <= max_padding * tokens`.
     small_batch : `'compile'` evaluates up to this many tokens with the compiled code, more with the grouped code.
     gemm_rows : `'cpp'` gives clusters with at least this many tokens one BLAS GEMM each.
+    table_dtype : None shares the fitted tables; `torch.float16` keeps a half-size copy of the slope and Hessian
+        tables for `'cpp'` (centres and intercepts stay float32, the arithmetic float32).
     """
     def __init__(self, tm: TaylorMLP, route: str = 'auto', max_padding: float = 4.0, small_batch: int = 16,
-                 gemm_rows: int = 64):
+                 gemm_rows: int = 64, table_dtype: Optional[torch.dtype] = None):
         super().__init__()
         if not isinstance(tm, TaylorMLP):
             raise TypeError(f"FastTaylorMLP wraps a fitted TaylorMLP, got {type(tm).__name__}; fit one with "
@@ -540,11 +577,15 @@ class FastTaylorMLP(nn.Module):
         if tm.fallback is not None:
             raise ValueError("This TaylorMLP is gated (tm.gate(...)): far inputs go to the exact block, which the fast "
                              "routes do not do. Use tm.forward, or drop the gate with tm.gate(None) first.")
+        if table_dtype not in (None, torch.float16):
+            raise ValueError(f"table_dtype={table_dtype!r}: use None (the fitted tables, shared) or torch.float16 (a "
+                             f"half-size copy of the slope and Hessian tables, read by route='cpp').")
         for name in ('centres', 'centre_sq_norms', 'slopes', 'intercepts', 'hessian_diags'):
             self.register_buffer(name, getattr(tm, name), persistent=False)   # shared storage, nothing copied
         self.order, self.d_in, self.d_out = tm.order, tm.d_in, tm.d_out
         self.max_padding, self.small_batch, self.gemm_rows = float(max_padding), int(small_batch), int(gemm_rows)
         cpu32 = self.centres.device.type == 'cpu' and self.centres.dtype == torch.float32
+        asked = route
         if route == 'auto': route = 'cpp' if cpu32 and load_extension() is not None else 'eager'
         if route == 'cpp':
             if not cpu32:
@@ -556,9 +597,27 @@ class FastTaylorMLP(nn.Module):
         if route == 'grouped_mm' and (self.d_in % 4 or self.d_out % 4):
             raise ValueError(f"route='grouped_mm' needs d_in and d_out that are multiples of 4 (16-byte strides), got "
                              f"d_in={self.d_in}, d_out={self.d_out}; use route='eager' or 'cpp'.")
+        if table_dtype is not None: self._half_tables(route, asked)
         self.route = route
         if route in ('script', 'compile'): _jit(route)
         self._refresh()
+
+    def _half_tables(self, route: str, asked: str):
+        "Replace the shared slope and Hessian tables by float16 copies (the C++ route reads them)."
+        if route != 'cpp':
+            why = (" (route='auto' chose 'eager': the tables are not float32 on CPU, or the C++ extension did not "
+                   "compile)") if asked == 'auto' else ''
+            raise ValueError(f"table_dtype=torch.float16 is read by route='cpp' only, this wrapper runs "
+                             f"route={route!r}{why}. The other routes compute in the tables' dtype: convert the "
+                             f"TaylorMLP itself (tm.half()) for them.")
+        limit = torch.finfo(torch.float16).max
+        for name in ('slopes', 'hessian_diags'):
+            t = getattr(self, name)
+            if t is None or t.numel() == 0: continue
+            if t.abs().max() > limit:
+                raise ValueError(f"{name} has entries beyond the float16 range (|value| > {limit:.0f}): they would "
+                                 f"become inf. Keep float32 tables (table_dtype=None).")
+            setattr(self, name, t.to(torch.float16))
 
     def _refresh(self):
         # a plain tuple: reading five buffers through nn.Module.__getattr__ on every call costs microseconds
@@ -579,7 +638,9 @@ class FastTaylorMLP(nn.Module):
         self._refresh()
 
     def extra_repr(self) -> str:
-        return f"route={self.route!r}, k={self.centres.shape[0]}, d_in={self.d_in}, d_out={self.d_out}, order={self.order}"
+        half = self.slopes is not None and self.slopes.dtype == torch.float16
+        return (f"route={self.route!r}, k={self.centres.shape[0]}, d_in={self.d_in}, d_out={self.d_out}, "
+                f"order={self.order}" + (", tables=float16" if half else ""))
 
     def _rows(self, x: Tensor) -> Tensor:
         if self.route == 'cpp':

@@ -31,6 +31,19 @@ def test_speed_benchmark_smoke(tmp_path):
     for r in saved['rows']:
         assert r['efficiency'] == pytest.approx(r['speed_ratio'] / r['mac_ratio'])
         assert r['seconds'] > 0 and r['dense_seconds'] > 0
+    # float16 tables: a C++ route beside the float32 one for the affine variants, with its accuracy cost and the
+    # targets evaluated again with it allowed
+    half = [r for r in saved['rows'] if r['route'] == speed.CPP16]
+    assert bool(half) == cpp
+    for r in half:
+        assert r['table_dtype'] == 'float16' and r['variant'] != speed.LOW_RANK and 0 < r['half_error'] < 1e-2
+        twin = next(t for t in saved['rows'] if t['route'] == 'cpp' and
+                    all(t[f] == r[f] for f in ('shape', 'k', 'variant', 'regime')))
+        assert r['tmlp_bytes'] < twin['tmlp_bytes'] and r['traffic_ratio'] > twin['traffic_ratio']
+    assert all(r['table_dtype'] == 'float32' and r['half_error'] is None for r in saved['rows'] if r not in half)
+    assert any('float16 tables allowed' in t['target'] for t in saved['targets']) == cpp
+    assert all(x['best']['table_dtype'] == 'float32'
+               for x in speed.best_rows(saved['rows'], speed.BATCHN).values() if 'best' in x)
     low = next(r for r in saved['rows'] if r['variant'] == speed.LOW_RANK)
     rank = speed.low_rank_of(384, 384)
     assert low['tmlp_macs'] == 16 * 384 + rank * (384 + 384)
