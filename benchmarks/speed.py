@@ -333,8 +333,8 @@ def print_table(result: dict):
     for regime in (BATCH1, BATCHN):
         best = best_rows(result['rows'], regime)
         if not best: continue
-        half = {key: x['best'] for key, x in best_rows(result['rows'], regime, True).items()
-                if x.get('best', {}).get('table_dtype') == 'float16'}
+        half = {(r['shape'], r['k'], r['variant']): r for r in result['rows']
+                if r['route'] == CPP16 and r['regime'] == regime}
         print(f"\n## {regime}\n")
         head = (f"{'shape':<20} {'k':>5} {'variant':<14} {'dense':>9} {'forward':>9} {'x':>6} {'best route':>10} "
                 f"{'time':>9} {'speed x':>8} {'MAC x':>7} {'eff.':>5} {'traffic x':>9} {'dense MB':>9} {'TMLP MB':>9}"

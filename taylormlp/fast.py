@@ -63,6 +63,7 @@ _CPP_SOURCE = r'''
 #include <torch/csrc/utils/pybind.h>
 #include <torch/csrc/Exceptions.h>
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -425,22 +426,37 @@ struct Tables {
       if (m >= gemm_rows && d_out >= 32 && (linear || low_rank)) big.push_back(c);
       else for (int64_t s = start[c]; s < start[c + 1]; s += kChunk) chunks.emplace_back(c, s);
     }
-    if (!big.empty()) {
-      at::NoGradGuard no_grad;
-      for (int64_t c : big) {
-        auto r = at::from_blob(rows.data() + start[c], {start[c + 1] - start[c]}, at::TensorOptions().dtype(at::kLong));
-        auto xc = x.index_select(0, r);
-        at::Tensor yc;
-        if (low_rank) yc = at::addmm(intercepts.select(0, c), xc.mm(right.select(0, c).t()), left.select(0, c).t());
-        else {
-          yc = at::addmm(intercepts.select(0, c), xc, table(slopes, c).t());
-          if (quad) {
-            auto u = xc.sub(centres.select(0, c));
-            yc.addmm_(u.mul(u), table(hessian_diags, c).t(), 1, 0.5);
-          }
+    auto size_of = [&](int64_t c) { return start[c + 1] - start[c]; };
+    auto apply_big = [&](int64_t c) {
+      at::NoGradGuard no_grad;       // grad mode is thread-local: set it in every worker
+      auto r = at::from_blob(rows.data() + start[c], {size_of(c)}, at::TensorOptions().dtype(at::kLong));
+      auto xc = x.index_select(0, r);
+      at::Tensor yc;
+      if (low_rank) yc = at::addmm(intercepts.select(0, c), xc.mm(right.select(0, c).t()), left.select(0, c).t());
+      else {
+        yc = at::addmm(intercepts.select(0, c), xc, table(slopes, c).t());
+        if (quad) {
+          auto u = xc.sub(centres.select(0, c));
+          yc.addmm_(u.mul(u), table(hessian_diags, c).t(), 1, 0.5);
         }
-        y.index_copy_(0, r, yc);
       }
+      yc = yc.contiguous();
+      const float* Yc = yc.data_ptr<float>();
+      for (int64_t j = 0; j < size_of(c); ++j)
+        std::copy(Yc + j * d_out, Yc + (j + 1) * d_out, Y + rows[start[c] + j] * d_out);
+    };
+    // With at least two big clusters per thread, each thread takes whole clusters, largest first, from a shared
+    // counter, and runs their GEMMs on one thread (BLAS does not split a GEMM inside a parallel region): no
+    // synchronisation inside a small GEMM. Otherwise one multi-threaded GEMM per cluster.
+    const int64_t threads = at::get_num_threads();
+    if (threads > 1 && (int64_t)big.size() >= 2 * threads) {
+      std::sort(big.begin(), big.end(), [&](int64_t a, int64_t b) { return size_of(a) > size_of(b); });
+      std::atomic<int64_t> next{0};
+      at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+        for (int64_t i = next++; i < (int64_t)big.size(); i = next++) apply_big(big[i]);
+      });
+    } else {
+      for (int64_t c : big) apply_big(c);
     }
     const int64_t width = std::max(d, rank);
     at::parallel_for(0, (int64_t)chunks.size(), 1, [&](int64_t a, int64_t b) {
