@@ -96,10 +96,12 @@ def traffic_bytes(d_in: int, d_out: int, k: int, order: int, n_tokens: int, coef
                    else 4 * d_out + slope_bytes * order * d_out * d_in)
     return 4 * k * (d_in + 1) + clusters_hit * per_cluster
 
-def measure(fn, pool, min_run_time: float, slow: bool = False) -> Measurement:
-    "Timer.blocked_autorange; a statement known to take seconds is timed by one call (no calibration runs)."
+def measure(fn, pool, min_run_time: float, threads: int, slow: bool = False) -> Measurement:
+    """Timer.blocked_autorange on `threads` threads (Timer's own default is one thread, whatever torch is set to: until
+    session 4 every row of this benchmark, 'all threads' included, ran on one); a statement known to take seconds is
+    timed by one call (no calibration runs)."""
     with torch.no_grad():
-        timer = Timer('fn(next(pool))', globals=dict(fn=fn, pool=pool))
+        timer = Timer('fn(next(pool))', globals=dict(fn=fn, pool=pool), num_threads=threads)
         return timer.timeit(1) if slow else timer.blocked_autorange(min_run_time=min_run_time)
 
 def cpu_model() -> str:
@@ -183,7 +185,7 @@ class Bench:
         def time_dense_big():
             torch.set_num_threads(self.all_threads)
             dense_big.append(measure(dense, input_pool(torch.zeros(1, d_in), n_big, pool_n, self.gen),
-                                     a.min_time_batch, slow=dense_call > 1.0))
+                                     a.min_time_batch, self.all_threads, slow=dense_call > 1.0))
         if BATCHN in a.regimes and not interleave_big: time_dense_big()
         for k in a.ks:
             for variant in a.variants:
@@ -245,12 +247,13 @@ class Bench:
                     for _ in range(a.rounds if one else (1 if slow else a.rounds_batch)):
                         for c in got:
                             got[c].append(measure(dense if c == 'dense' else candidates[c], pool,
-                                                  a.min_time_one if one else a.min_time_batch, slow=slow))
+                                                  a.min_time_one if one else a.min_time_batch,
+                                                  1 if one else self.all_threads, slow=slow))
                     dense_m = Measurement.merge(got.pop('dense'))[0] if interleave else None
                     for c, ms in got.items():
                         m = Measurement.merge(ms)[0]
                         half = c == CPP16
-                        self.rows.append(dict(common, regime=regime, batch=n_tokens, threads=torch.get_num_threads(),
+                        self.rows.append(dict(common, regime=regime, batch=n_tokens, threads=m.task_spec.num_threads,
                                               route=c, seconds=m.median, iqr=m.iqr, n_times=len(m.times),
                                               table_dtype='float16' if half else 'float32',
                                               half_error=half_error if half else None,

@@ -293,14 +293,17 @@ def latency_rows(block: nn.Module, methods: dict, x: Tensor, batches: Sequence[i
     rows = []
     for n in batches:
         xb = x[torch.arange(n, device=x.device) % x.shape[0]]
-        base = latency(block, xb, min_run_time)
-        rows.append(dict(method='dense', batch=n, seconds=base, speedup=1.0, macs=cost_of(block),
-                         threads=torch.get_num_threads()))
+        # timer_threads: the threads the timing really ran on (rows written before it existed ran on one thread,
+        # torch.utils.benchmark.Timer's default, although their `threads` field gives torch's thread count)
+        threads = torch.get_num_threads()
+        base = latency(block, xb, min_run_time, num_threads=threads)
+        rows.append(dict(method='dense', batch=n, seconds=base, speedup=1.0, macs=cost_of(block), threads=threads,
+                         timer_threads=threads))
         for name, m in methods.items():
             if name == 'int8' and n > 1: continue    # the int8 CPU kernel can be 100x slower than fp32: batch 1 only
-            t = latency(m, xb, min_run_time)
-            rows.append(dict(method=name, batch=n, seconds=t, speedup=base / t, macs=cost_of(m),
-                             threads=torch.get_num_threads()))
+            t = latency(m, xb, min_run_time, num_threads=threads)
+            rows.append(dict(method=name, batch=n, seconds=t, speedup=base / t, macs=cost_of(m), threads=threads,
+                             timer_threads=threads))
     return rows
 
 # %% ../nbs/10_study.ipynb #403865a9
@@ -339,7 +342,8 @@ def plot_pareto(result: dict, by: str = 'macs', batch: int = 1, title: str = '')
         lat = {r['method']: r['seconds'] * 1e6 for r in result.get('latency', []) if r['batch'] == batch}
         k = result['settings']['k']
         rows = [{**r, 'x': lat[r['method']]} for r in rows if r['method'] in lat and r.get('k') in (k, None)]
-        xlabel = f"latency of one block, batch {batch} (µs, {result['latency'][0]['threads']} threads)"
+        threads = result['latency'][0].get('timer_threads', 1)      # older rows: Timer's default, one thread
+        xlabel = f"latency of one block, batch {batch} (µs, {threads} thread{'s' if threads > 1 else ''})"
     elif by == 'macs':
         rows = [{**r, 'x': r['macs']} for r in rows]
         xlabel = 'MLP multiply-adds per token, all blocks (log)'

@@ -171,11 +171,14 @@ def counted_multiply_adds(fn: Callable, x: Tensor) -> float:
     return counter.get_total_flops() / 2 / x.shape[0]
 
 @torch.no_grad()
-def latency(fn: Callable, x: Tensor, min_run_time: float = 0.2) -> float:
-    "Median seconds per call of `fn(x)` (torch.utils.benchmark, warm-up included)."
+def latency(fn: Callable, x: Tensor, min_run_time: float = 0.2, num_threads: Optional[int] = None) -> float:
+    """Median seconds per call of `fn(x)` (torch.utils.benchmark, warm-up included) on `num_threads` threads (None:
+    torch's current count). `Timer` itself defaults to one thread whatever torch is set to, so the count is passed."""
     from torch.utils.benchmark import Timer
+    threads = num_threads or torch.get_num_threads()
     with eval_mode(fn):
-        return Timer('fn(x)', globals=dict(fn=fn, x=x)).blocked_autorange(min_run_time=min_run_time).median
+        return Timer('fn(x)', globals=dict(fn=fn, x=x), num_threads=threads).blocked_autorange(
+            min_run_time=min_run_time).median
 
 def cost_table(block: Callable, models: dict[str, TaylorMLP], x: Tensor, batch_sizes: Sequence[int] = (1, 1024),
                min_run_time: float = 0.2) -> list[dict]:

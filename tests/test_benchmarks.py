@@ -28,8 +28,11 @@ def test_speed_benchmark_smoke(tmp_path):
     # the CIFAR head's 10-wide output leaves rank 1: skipped with its reason, not timed
     assert not any(r['shape'] == 'CIFAR VGG16 head' and r['variant'] == speed.LOW_RANK for r in saved['rows'])
     assert any(s['shape'] == 'CIFAR VGG16 head' and 'rank 1' in s['reason'] for s in saved['skipped'])
+    import torch
     for r in saved['rows']:
         assert r['efficiency'] == pytest.approx(r['speed_ratio'] / r['mac_ratio'])
+        # the threads each row was timed on (torch.utils.benchmark.Timer would use one unless told)
+        assert r['threads'] == (1 if r['regime'] == speed.BATCH1 else torch.get_num_threads())
         assert r['seconds'] > 0 and r['dense_seconds'] > 0
     # float16 tables: a C++ route beside the float32 one for the affine variants, with its accuracy cost and the
     # targets evaluated again with it allowed
