@@ -17,6 +17,9 @@ It reports
 * MAC ratio    = dense_multiply_adds / multiply_adds (the limit if time were proportional to multiply-adds),
 * efficiency   = speed ratio / MAC ratio,
 * traffic ratio = bytes the dense block must read / bytes the TaylorMLP must read (weights and tables only),
+* traffic floor = those TaylorMLP bytes / the machine's streaming bandwidth on the regime's threads (measured at the
+  start and end of the run): the least time a call can take when its tables come from DRAM, and
+  efficiency at floor = the efficiency a call that took only that long would have (the most memory allows),
 * storage of both (dense parameters, TaylorMLP state_dict).
 
 Weights, centres and tables are random (timing does not depend on trained values). Inputs are drawn near random
@@ -103,6 +106,13 @@ def measure(fn, pool, min_run_time: float, threads: int, slow: bool = False) -> 
     with torch.no_grad():
         timer = Timer('fn(next(pool))', globals=dict(fn=fn, pool=pool), num_threads=threads)
         return timer.timeit(1) if slow else timer.blocked_autorange(min_run_time=min_run_time)
+
+def stream_bandwidth(threads: int, nbytes: float = 1e9) -> float:
+    "Bytes per second that `sum` reads from a tensor far larger than the caches, on `threads` threads."
+    a = torch.ones(int(nbytes) // 4)
+    with torch.no_grad():
+        t = Timer('a.sum()', globals=dict(a=a), num_threads=threads).blocked_autorange(min_run_time=0.5)
+    return a.numel() * 4 / t.median
 
 def cpu_model() -> str:
     try:
@@ -261,8 +271,8 @@ class Bench:
                                               default_path=c == 'TaylorMLP.forward' or (low_rank and c == 'cpp'),
                                               dense_interleaved=interleave,
                                               compile_seconds=compile_s if c == 'compile' else None,
-                                              traffic_ratio=(dense_bytes / traffic_bytes(
-                                                  d_in, d_out, k, order, n_tokens, coefficients, 2 if half else 4)),
+                                              traffic_bytes=traffic_bytes(d_in, d_out, k, order, n_tokens,
+                                                                          coefficients, 2 if half else 4),
                                               _dense=dense_m, load_average=load_average()))
                     rows = self.rows[-len(got):]
                     best = min((r for r in rows if r['route'] != 'TaylorMLP.forward'), key=lambda r: r['seconds'],
@@ -283,11 +293,14 @@ class Bench:
                 if r['shape'] == name and r['regime'] == BATCHN: r['_dense'] = dense_m
         torch.set_num_threads(self.all_threads)
 
-    def finish(self) -> dict:
+    def finish(self, bandwidth: dict) -> dict:
         for r in self.rows:
             d = r.pop('_dense')
-            r.update(dense_seconds=d.median, dense_iqr=d.iqr, speed_ratio=d.median / r['seconds'])
+            r.update(dense_seconds=d.median, dense_iqr=d.iqr, speed_ratio=d.median / r['seconds'],
+                     traffic_ratio=r['dense_bytes'] / r['traffic_bytes'],
+                     traffic_floor_seconds=r['traffic_bytes'] / bandwidth[r['threads']])
             r['efficiency'] = r['speed_ratio'] / r['mac_ratio']
+            r['efficiency_at_floor'] = d.median / r['traffic_floor_seconds'] / r['mac_ratio']
         return dict(rows=self.rows, skipped=self.skipped, targets=evaluate_targets(self.rows))
 
 def best_rows(rows, regime, float16: bool = False):
@@ -340,7 +353,8 @@ def print_table(result: dict):
                 if r['route'] == CPP16 and r['regime'] == regime}
         print(f"\n## {regime}\n")
         head = (f"{'shape':<20} {'k':>5} {'variant':<14} {'dense':>9} {'forward':>9} {'x':>6} {'best route':>10} "
-                f"{'time':>9} {'speed x':>8} {'MAC x':>7} {'eff.':>5} {'traffic x':>9} {'dense MB':>9} {'TMLP MB':>9}"
+                f"{'time':>9} {'speed x':>8} {'MAC x':>7} {'eff.':>5} {'at floor':>8} {'traffic x':>9} {'dense MB':>9} "
+                f"{'TMLP MB':>9}"
                 f" | {'float16 time':>12} {'eff.':>5} {'rel. err':>8}")
         print(head); print('-' * len(head))
         for (s, k, v), x in best.items():
@@ -348,7 +362,7 @@ def print_table(result: dict):
             h = half.get((s, k, v))
             print(f"{s:<20} {k:>5} {v:<14} {fmt_time(f['dense_seconds']):>9} {fmt_time(f['seconds']):>9} "
                   f"{f['speed_ratio']:>6.1f} {b['route']:>10} {fmt_time(b['seconds']):>9} {b['speed_ratio']:>8.1f} "
-                  f"{b['mac_ratio']:>7.1f} {b['efficiency']:>5.2f} {b['traffic_ratio']:>9.1f} "
+                  f"{b['mac_ratio']:>7.1f} {b['efficiency']:>5.2f} {b['efficiency_at_floor']:>8.2f} {b['traffic_ratio']:>9.1f} "
                   f"{b['dense_bytes'] / 1e6:>9.1f} {b['tmlp_bytes'] / 1e6:>9.1f}"
                   + (f" | {fmt_time(h['seconds']):>12} {h['efficiency']:>5.2f} {h['half_error']:>8.1e}" if h else " |"))
     if result['skipped']:
@@ -394,10 +408,18 @@ def main(argv=None):
                     date=started.isoformat(timespec='seconds'), load_average_start=load_average())
     print(f"{hardware['cpu_model']}, {hardware['logical_cpus']} CPUs ({hardware['cpu_capability']}), torch "
           f"{hardware['torch']}; load average {hardware['load_average_start']}")
+    thread_counts = sorted({1, torch.get_num_threads()})
+    start_bw = {n: stream_bandwidth(n) for n in thread_counts}
     bench = Bench(a)
     for s in a.shapes: bench.run_shape(s)
-    result = bench.finish()
-    hardware.update(load_average_end=load_average(), seconds=round(time.perf_counter() - bench.t0, 1))
+    end_bw = {n: stream_bandwidth(n) for n in thread_counts}
+    bandwidth = {n: (start_bw[n] + end_bw[n]) / 2 for n in thread_counts}
+    result = bench.finish(bandwidth)
+    hardware.update(load_average_end=load_average(), seconds=round(time.perf_counter() - bench.t0, 1),
+                    stream_bandwidth_gb_s={str(n): dict(start=round(start_bw[n] / 1e9, 2), end=round(end_bw[n] / 1e9, 2))
+                                           for n in thread_counts})
+    print("streaming bandwidth (GB/s, start and end): "
+          + ', '.join(f"{n} thread(s) {start_bw[n] / 1e9:.1f}, {end_bw[n] / 1e9:.1f}" for n in thread_counts))
     result = dict(command='python benchmarks/speed.py' + (' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''),
                   hardware=hardware,
                   settings=dict(shapes=a.shapes, ks=a.ks, variants=a.variants, regimes=a.regimes, batch=a.batch,

@@ -33,6 +33,11 @@ def test_speed_benchmark_smoke(tmp_path):
         assert r['efficiency'] == pytest.approx(r['speed_ratio'] / r['mac_ratio'])
         # the threads each row was timed on (torch.utils.benchmark.Timer would use one unless told)
         assert r['threads'] == (1 if r['regime'] == speed.BATCH1 else torch.get_num_threads())
+        # the traffic floor: the row's table bytes over the bandwidth measured on its threads
+        bandwidth = saved['hardware']['stream_bandwidth_gb_s'][str(r['threads'])]
+        mean = (bandwidth['start'] + bandwidth['end']) / 2 * 1e9
+        assert r['traffic_floor_seconds'] == pytest.approx(r['traffic_bytes'] / mean, rel=0.01)
+        assert r['efficiency_at_floor'] == pytest.approx(r['dense_seconds'] / r['traffic_floor_seconds'] / r['mac_ratio'])
         assert r['seconds'] > 0 and r['dense_seconds'] > 0
     # float16 tables: a C++ route beside the float32 one for the affine variants, with its accuracy cost and the
     # targets evaluated again with it allowed
