@@ -58,3 +58,21 @@ def test_speed_benchmark_smoke(tmp_path):
     # every (shape, k, variant) has a default-path row (what model(x) runs) for the speed page
     for regime in (speed.BATCH1, speed.BATCHN):
         assert all('forward' in slot for slot in speed.best_rows(saved['rows'], regime).values())
+
+def test_fit_cost_smoke(tmp_path):
+    "The fit-cost script on tiny random blocks: every stage reports time, CPU time and peak memory (no timing asserted)."
+    fit_cost = load_script('fit_cost')
+    out = tmp_path / 'fit_cost.json'
+    result = fit_cost.main(['--mode', 'synthetic', '--blocks', '1', '--k', '4', '--n', '300', '--max-iter', '2',
+                            '--work', str(tmp_path / 'work'), '--out', str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result)) and saved['mode'] == 'synthetic'
+    assert [s['stage'] for s in saved['stages']] == ['cluster', 'expand', 'expand', 'fit']
+    for s in saved['stages']:
+        assert s['seconds'] > 0 and s['cpu_seconds'] >= 0 and s['peak_rss_mb'] >= s['rss_after_imports_mb'] > 0
+        assert len(s['per_block']) == 1
+    expand2 = saved['stages'][2]
+    assert expand2['order'] == 2 and expand2['table_bytes'] == expand2['expected_table_bytes_per_block']
+    # the real-model mode says why it cannot run, or nothing when it can
+    reason = fit_cost.minilm_unavailable()
+    assert reason is None or 'STS-B' in reason or 'MiniLM' in reason
