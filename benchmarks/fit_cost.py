@@ -52,7 +52,6 @@ def _run_config(work: str, k: int, n: int):
 
 def minilm_worker(stage: str, order: int, k: int, n: int, work: str) -> dict:
     "One stage of the real pipeline on all-MiniLM-L6-v2; returns its timings and peak memory."
-    import torch
     from taylormlp.pipeline import (stage_collect, stage_cluster, load_run_model, select_sites, site_inputs,
                                     load_centres)
     from taylormlp.taylor import TaylorMLP, expand, expansion_nbytes

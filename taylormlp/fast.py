@@ -306,8 +306,9 @@ void check(const at::Tensor& t, const char* name, int64_t dim, bool half_ok = fa
 }
 
 // The piecewise map's tables. Affine kind: y = b_c + A_c x (+ 1/2 H_c (x - c)^2); A and H may be empty (orders 0
-// and 1), or float16 (half the bytes to stream; the arithmetic stays float32). Low-rank kind: y = b_c + L_c (R_c x), with L [k, d_out, r] and R [k, r, d_in]; L is also kept transposed
-// (a copy: left_t [k, r, d_out]) for the combine step. All other tables are shared with the caller, not copied.
+// and 1), or float16 (half the bytes to stream; the arithmetic stays float32). Low-rank kind: y = b_c + L_c (R_c x),
+// with L [k, d_out, r] and R [k, r, d_in]; L is also kept transposed (a copy: left_t [k, r, d_out]) for the combine
+// step. All other tables are shared with the caller, not copied.
 struct Tables {
   at::Tensor centres, csq, intercepts, slopes, hessian_diags, left, right, left_t;
   int64_t k, d, d_out, rank, gemm_rows;
