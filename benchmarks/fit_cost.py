@@ -36,6 +36,11 @@ def _cpu_seconds() -> float:
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob('*') if f.is_file())
 
+def _report(t_all: float, cpu_all: float, baseline: float, per_block: list, table_bytes: int, **extra) -> dict:
+    "A stage's wall and CPU time since `t_all`/`cpu_all`, its peak RSS beside the RSS after imports, and what it wrote."
+    return dict(seconds=time.perf_counter() - t_all, cpu_seconds=_cpu_seconds() - cpu_all, per_block=per_block,
+                peak_rss_mb=_rss_mb(), rss_after_imports_mb=baseline, table_bytes=table_bytes or None, **extra)
+
 def minilm_unavailable() -> str | None:
     "Why the real-model mode cannot run here (None when it can)."
     from taylormlp.data import shared_dir
@@ -87,8 +92,7 @@ def minilm_worker(stage: str, order: int, k: int, n: int, work: str) -> dict:
             print(f"  {stage} block {site.name}: {per_block[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
             del centres
         extra = dict(expected_table_bytes_per_block=expansion_nbytes(k, 384, 384, order))
-    return dict(seconds=time.perf_counter() - t_all, cpu_seconds=_cpu_seconds() - cpu_all, per_block=per_block,
-                peak_rss_mb=_rss_mb(), rss_after_imports_mb=baseline, table_bytes=table_bytes or None, **extra)
+    return _report(t_all, cpu_all, baseline, per_block, table_bytes, **extra)
 
 def synthetic_worker(stage: str, order: int, blocks: int, k: int, n: int, max_iter: int, seed: int) -> dict:
     "One stage on random MiniLM-shaped blocks and random inputs (no data or weights needed)."
@@ -121,9 +125,8 @@ def synthetic_worker(stage: str, order: int, blocks: int, k: int, n: int, max_it
             per_block.append(dict(seconds=time.perf_counter() - t, n_iter=None))
             table_bytes += sum(v.numel() * v.element_size() for v in tm.state_dict().values())
         print(f"  {stage} order {order} block {b}: {per_block[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
-    return dict(seconds=time.perf_counter() - t_all, cpu_seconds=_cpu_seconds() - cpu_all, per_block=per_block,
-                peak_rss_mb=_rss_mb(), rss_after_imports_mb=baseline, table_bytes=table_bytes or None,
-                expected_table_bytes_per_block=expansion_nbytes(k, 384, 384, order) if stage != 'cluster' else None)
+    return _report(t_all, cpu_all, baseline, per_block, table_bytes,
+                   expected_table_bytes_per_block=expansion_nbytes(k, 384, 384, order) if stage != 'cluster' else None)
 
 def _describe(r: dict, blocks: int) -> str:
     iters = [b['n_iter'] for b in r['per_block'] if b.get('n_iter') is not None]
@@ -175,8 +178,8 @@ def main(argv=None):
                  process_seconds=round(time.perf_counter() - t, 1))
         results.append(r)
         print(_describe(r, blocks), flush=True)
-    out = dict(command='python benchmarks/fit_cost.py' + (' ' + ' '.join(argv if argv is not None else sys.argv[1:])
-                                                           if (argv if argv is not None else sys.argv[1:]) else ''),
+    args = sys.argv[1:] if argv is None else list(argv)
+    out = dict(command=' '.join(['python benchmarks/fit_cost.py', *args]),
                mode=mode, fallback_reason=reason,
                config=dict(blocks=blocks, k=a.k, n=a.n, max_iter=a.max_iter if mode == 'synthetic' else None,
                            d_in=384, hidden=1536, d_out=384, activation='GELU',

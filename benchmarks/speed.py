@@ -247,7 +247,7 @@ class Bench:
                     if CPP16 in candidates:      # what float16 tables cost in accuracy, on this regime's first input
                         with torch.no_grad():
                             x0 = next(pool)
-                            y32 = FastTaylorMLP(tm, route='cpp')(x0)
+                            y32 = candidates['cpp'](x0)     # routes() adds CPP16 only beside 'cpp'
                             half_error = float((candidates[CPP16](x0) - y32).norm() / y32.norm())
                     half_saved = 0 if low_rank else sum(t.numel() * 2 for t in (tm.slopes, tm.hessian_diags)
                                                         if t is not None)

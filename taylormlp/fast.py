@@ -562,10 +562,9 @@ def cpp_tables(centres: Tensor, centre_sq_norms: Tensor, intercepts: Tensor, slo
     pass `left` `[k, d_out, r]` and `right` `[k, r, d_in]`. Calling it on rows `[N, d_in]` returns `[N, d_out]`, or
     `None` for rows that are not 2-D contiguous float32 on CPU (convert them and call again)."""
     tables = [centres, centre_sq_norms, intercepts, slopes, hessian_diags, left, right]
-    def usable(i, t):
-        ok = (torch.float32, torch.float16) if i in (3, 4) else (torch.float32,)
-        return t is None or (t.device.type == 'cpu' and t.dtype in ok)
-    if not all(usable(i, t) for i, t in enumerate(tables)): return None
+    def on_cpu(ts, dtypes): return all(t is None or (t.device.type == 'cpu' and t.dtype in dtypes) for t in ts)
+    if not (on_cpu([centres, centre_sq_norms, intercepts, left, right], (torch.float32,))
+            and on_cpu([slopes, hessian_diags], (torch.float32, torch.float16))): return None
     ext = _EXTENSIONS.get(None) or load_extension()
     if ext is None: return None
     empty = centres.new_empty(0)
