@@ -100,8 +100,8 @@ def traffic_bytes(d_in: int, d_out: int, k: int, order: int, n_tokens: int, coef
     return 4 * k * (d_in + 1) + clusters_hit * per_cluster
 
 def measure(fn, pool, min_run_time: float, threads: int, slow: bool = False) -> Measurement:
-    """Timer.blocked_autorange on `threads` threads (Timer's own default is one thread, whatever torch is set to: until
-    session 4 every row of this benchmark, 'all threads' included, ran on one); a statement known to take seconds is
+    """Timer.blocked_autorange on `threads` threads (Timer's own default is one thread, whatever torch is set to: before
+    commit 70a1039 every row of this benchmark, 'all threads' included, ran on one); a statement known to take seconds is
     timed by one call (no calibration runs)."""
     with torch.no_grad():
         timer = Timer('fn(next(pool))', globals=dict(fn=fn, pool=pool), num_threads=threads)

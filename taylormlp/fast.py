@@ -520,7 +520,7 @@ def load_extension(verbose: bool = False, build_directory: Optional[str] = None)
     if key in _EXTENSIONS: return _EXTENSIONS[key]
     capability = torch.backends.cpu.get_cpu_capability()
     # F16C (float16 tables) came with every AVX2 CPU (Intel Haswell, AMD Piledriver and later). -fopenmp: torch's
-    # at::parallel_for is inline OpenMP code, and without the flag it runs on one thread (found in session 4: 4096
+    # at::parallel_for is inline OpenMP code, and without the flag it runs on one thread (fixed in commit 58bfab1: 4096
     # tokens took as long on two threads as on one). Linking libgomp by its soname binds it to the copy torch loaded,
     # so torch.set_num_threads governs these loops too.
     flags = ['-O3', '-fopenmp'] + (['-mavx2', '-mfma', '-mf16c'] if capability in ('AVX2', 'AVX512') else [])
