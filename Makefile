@@ -26,8 +26,9 @@ test: setup
 	$(BIN)/nbdev_test --flags "" --n_workers 2 --timing
 	$(BIN)/python -m pytest -q tests
 
-## Offline docs site in site/ (open site/index.html, or python -m http.server -d site). Stage pages use executed
-## notebooks from runs/docs or runs/demo when present; `make docs DOCS_FLAGS=--execute` runs the stages first.
+## Offline docs site in site/ (Sphinx + myst-nb, docs/conf.py; open site/index.html, or python -m http.server -d site).
+## Stage pages use executed notebooks from runs/docs or runs/demo when present; `make docs DOCS_FLAGS=--execute` runs
+## the stages first. Any Sphinx warning fails the build.
 docs: setup
 	$(BIN)/python tools/build_docs.py --out site $(DOCS_FLAGS)
 

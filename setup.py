@@ -29,8 +29,10 @@ setuptools.setup(
                 + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
                 + (['License :: ' + lic[1]] if lic[1] else []),
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=['taylormlp', 'taylormlp.*']),
+    # taylormlp.csrc holds the C++ source of taylormlp.fast's kernels (data, compiled on first use)
+    packages=setuptools.find_packages(include=['taylormlp', 'taylormlp.*']) + ['taylormlp.csrc'],
     include_package_data=True,
+    package_data={'taylormlp.csrc': ['*.cpp']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     dependency_links=cfg.get('dep_links', '').split(),

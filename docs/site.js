@@ -1,7 +1,7 @@
-// Typesets $...$ and $$...$$ with the local KaTeX copy (assets/katex/), once the page has loaded.
+// Typesets $...$, $$...$$ and Sphinx's \(...\) / \[...\] with the local KaTeX copy (_static/katex/) once the page has loaded.
 document.addEventListener("DOMContentLoaded", function () {
   if (!window.renderMathInElement) return;
-  renderMathInElement(document.querySelector(".site-main") || document.body, {
+  renderMathInElement(document.querySelector("div.body") || document.body, {
     delimiters: [
       { left: "$$", right: "$$", display: true },
       { left: "\\[", right: "\\]", display: true },

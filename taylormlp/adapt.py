@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_adapt.ipynb #139ebfca
 from __future__ import annotations
-import difflib
+import difflib, inspect, re, sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Union
@@ -12,25 +12,30 @@ from typing import Iterable, Mapping, Optional, Union
 import torch
 from torch import nn, Tensor
 
-from .taylor import LinearActLinear
+from .taylor import LinearActLinear, GatedLinear, eval_mode, GatedLinear, eval_mode, GatedLinear, eval_mode, GatedLinear, eval_mode, GatedLinear, eval_mode, GatedLinear, eval_mode
 
 # %% auto #0
-__all__ = ['KINDS', 'DEFAULT_KINDS', 'MLPSite', 'find_mlp_sites', 'get_site', 'site_from_path', 'SwapHandle', 'swap_sites',
-           'swap', 'swapped', 'hook_points']
+__all__ = ['KINDS', 'DEFAULT_KINDS', 'MLPSite', 'LinearView', 'as_linear', 'PerPixel', 'AsSequence', 'ChannelsFirst',
+           'ChannelsLastHooks', 'token_mixing', 'Skipped', 'FoundSites', 'find_mlp_sites', 'get_site', 'site_from_path',
+           'SwapHandle', 'swap_sites', 'swap', 'swapped', 'hook_points']
 
 # %% ../nbs/02_adapt.ipynb #24046006
 @dataclass(eq=False)
 class MLPSite:
     "One whole-MLP site: where it sits (`name`), what kind it is, and the function F it computes there."
-    name: str                                   # module path, or `<layer>.ffn` for BERT (virtual)
-    kind: str                                   # 'vgg_head', 'timm_mlp', 'mixer_channel', 'bert_ffn', ...
+    name: str                                   # module path, or `<layer>.ffn` for a site split over modules (virtual)
+    kind: str                                   # 'vgg_head', 'timm_mlp', 'hf_mlp', 'layer_ffn', 'conv_mlp', ...
     function: nn.Module = field(repr=False)     # F on [..., d_in] -> [..., d_out], sharing the model's weights
     d_in: int = 0
     d_out: int = 0
-    hidden: list[int] = field(default_factory=list)   # hidden widths, input side first
+    hidden: list[int] = field(default_factory=list)   # hidden widths, input side first (a gated MLP has one)
     activation: str = ''
+    layout: str = 'tokens'                      # 'tokens' ([..., C] rows) or 'channels_first' (NCHW maps, 1x1 convs)
+    parts: list[str] = field(default_factory=list, repr=False)   # virtual sites: the module paths F spans, input first
+    per_token: bool = field(default=False, repr=False)           # passed the per-token guard
 
-KINDS = ('vgg_head', 'sequential_mlp', 'timm_mlp', 'mixer_channel', 'mixer_token', 'bert_ffn')
+KINDS = ('vgg_head', 'sequential_mlp', 'timm_mlp', 'hf_mlp', 'layer_ffn', 'conv_mlp', 'mixer_channel', 'mixer_token',
+         'bert_ffn')
 DEFAULT_KINDS = tuple(k for k in KINDS if k != 'mixer_token')
 
 # %% ../nbs/02_adapt.ipynb #95bea1f3
@@ -61,24 +66,6 @@ def _sequential_chain(seq: nn.Module) -> Optional[tuple[list[nn.Linear], list[nn
     if 'LL' in kinds or any(a.out_features != b.in_features for a, b in zip(linears, linears[1:])): return None
     return linears, [m for m in layers if not isinstance(m, nn.Linear)]
 
-_TIMM_MLPS = {'Mlp', 'GluMlp', 'SwiGLU', 'SwiGLUPacked', 'GatedMlp'}
-_MLP_PARTS = {'fc1', 'fc1_x', 'fc1_g', 'act', 'fc2'}
-
-def _timm_mlp_site(name: str, kind: str, m: nn.Module) -> Optional[MLPSite]:
-    "A timm `Mlp`/`GluMlp`/`SwiGLU`/`GatedMlp`, or a look-alike made of fc1 (or fc1_x, fc1_g), act, fc2 and dropouts."
-    fc1 = m._modules.get('fc1', m._modules.get('fc1_x'))
-    fc2, act = m._modules.get('fc2'), m._modules.get('act')
-    if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear) and isinstance(act, nn.Module)): return None
-    timm_class = type(m).__name__ in _TIMM_MLPS and type(m).__module__.startswith('timm')
-    extra = [n for n, c in m.named_children() if n not in _MLP_PARTS and not isinstance(c, (nn.Dropout, nn.Identity))]
-    # extra parts of unknown classes may need extra arguments (pvt_v2's depthwise conv); gMLP's gate mixes tokens
-    if (extra and not timm_class) or 'gate' in extra: return None
-    glu = hasattr(m, 'chunk_dim') or 'fc1_g' in m._modules
-    plain = not (glu or extra) and 'fc1' in m._modules and fc1.out_features == fc2.in_features
-    function = LinearActLinear(fc1, act, fc2) if plain else m
-    activation = _act_name(act) if plain else f"{type(m).__name__}[{_act_name(act)}]"
-    return MLPSite(name, kind, function, fc1.in_features, fc2.out_features, [fc2.in_features], activation)
-
 def _sequential_site(name: str, kind: str, m: nn.Module) -> Optional[MLPSite]:
     chain = _sequential_chain(m)
     if chain is None: return None
@@ -94,29 +81,292 @@ def _bert_ffn_site(name: str, layer: nn.Module) -> Optional[MLPSite]:
     if not (isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear) and hasattr(inter, 'intermediate_act_fn')):
         return None
     act = _as_module(inter.intermediate_act_fn)
-    return MLPSite(f"{name}.ffn" if name else 'ffn', 'bert_ffn', LinearActLinear(fc1, act, fc2),
-                   fc1.in_features, fc2.out_features, [fc1.out_features], _act_name(act))
+    prefix = f"{name}." if name else ''
+    return MLPSite(f"{prefix}ffn", 'bert_ffn', LinearActLinear(fc1, act, fc2), fc1.in_features, fc2.out_features,
+                   [fc1.out_features], _act_name(act), parts=[f"{prefix}intermediate", f"{prefix}output.dense"])
+
+# %% ../nbs/02_adapt.ipynb #h3ll0002
+def _is_conv1d(m) -> bool:   # Hugging Face's Conv1D (GPT-2): y = x @ W + b with W [d_in, d_out]
+    return type(m).__name__ == 'Conv1D' and hasattr(m, 'nf') and getattr(m, 'weight', None) is not None and m.weight.dim() == 2
+
+def _is_conv1x1(m) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.groups == 1
+            and m.dilation == (1, 1) and m.padding in ((0, 0), 'valid', 'same'))
+
+def _linear_like(m) -> bool: return isinstance(m, nn.Linear) or _is_conv1d(m) or _is_conv1x1(m)
+
+def _in_features(m) -> int:
+    return m.in_channels if isinstance(m, nn.Conv2d) else m.weight.shape[0] if _is_conv1d(m) else m.in_features
+
+class LinearView(nn.Linear):
+    "An `nn.Linear` reading its weight from `source` (GPT-2 `Conv1D`, 1x1 `Conv2d`, or `rows` of a Linear), shared."
+    def __init__(self, source: nn.Module, rows: Optional[tuple[int, int]] = None):
+        nn.Module.__init__(self)
+        if not _linear_like(source):
+            raise TypeError(f"LinearView needs an nn.Linear, a GPT-2 Conv1D or a 1x1 Conv2d, got {type(source).__name__}.")
+        self.source, self.rows = source, rows
+        self.out_features, self.in_features = self.weight.shape
+
+    def _select(self, t):
+        return t if (t is None or self.rows is None) else t[self.rows[0]:self.rows[1]]
+    @property
+    def weight(self) -> Tensor:
+        w = self.source.weight
+        return self._select(w.t() if _is_conv1d(self.source) else w.flatten(1) if w.dim() == 4 else w)
+    @property
+    def bias(self) -> Optional[Tensor]: return self._select(self.source.bias)
+
+def as_linear(layer: nn.Module, rows: Optional[tuple[int, int]] = None) -> nn.Linear:
+    "`layer` itself if it is an nn.Linear (and no `rows` are asked for), else a `LinearView` sharing its weights."
+    return layer if isinstance(layer, nn.Linear) and rows is None else LinearView(layer, rows)
+
+class PerPixel(nn.Module):
+    "A channels-first (NCHW) module as a function of `[..., N, C]` rows: each sample's N rows are one 1xN image."
+    def __init__(self, module: nn.Module): super().__init__(); self.module = module
+    def forward(self, x: Tensor) -> Tensor:
+        lead, (n, c) = x.shape[:-2], x.shape[-2:]
+        y = self.module(x.reshape(-1, n, c).transpose(1, 2).unsqueeze(2))      # [B, C, 1, N]
+        return y.squeeze(2).transpose(1, 2).reshape(*lead, n, y.shape[1])
+
+class AsSequence(nn.Module):
+    "A module that needs `[B, N, C]` input (e.g. LeViT's Linear+BatchNorm layers) as a function of `[..., C]` rows."
+    def __init__(self, module: nn.Module): super().__init__(); self.module = module
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.module(x.reshape(1, -1, x.shape[-1]))
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+class ChannelsFirst(nn.Module):
+    "Runs a `[..., C]` replacement on NCHW maps (how a 1x1-conv MLP site is swapped); `d_in`/`d_out` are the inner's."
+    def __init__(self, inner: nn.Module): super().__init__(); self.inner = inner
+    @property
+    def d_in(self): return getattr(self.inner, 'd_in', None)
+    @property
+    def d_out(self): return getattr(self.inner, 'd_out', None)
+    def forward(self, x: Tensor) -> Tensor: return self.inner(x.movedim(1, -1)).movedim(-1, 1)
+
+class ChannelsLastHooks:
+    "Observation hooks on a channels-first module that see its input and output as `[B, H, W, C]` rows."
+    def __init__(self, module: nn.Module): self.module = module
+    def register_forward_hook(self, hook):
+        def seen(m, args, out): hook(m, (args[0].movedim(1, -1), *args[1:]), out.movedim(1, -1))
+        return self.module.register_forward_hook(seen)
+    def register_forward_pre_hook(self, hook):
+        def seen(m, args): hook(m, (args[0].movedim(1, -1), *args[1:]))
+        return self.module.register_forward_pre_hook(seen)
+    def __eq__(self, other): return isinstance(other, ChannelsLastHooks) and other.module is self.module
+    def __hash__(self): return id(self.module)
+    def __repr__(self): return f"ChannelsLastHooks({type(self.module).__name__})"
+
+# %% ../nbs/02_adapt.ipynb #h3gd0002
+def _probe_like(fn) -> dict:
+    p = next((t for t in fn.parameters()), None) if isinstance(fn, nn.Module) else None
+    return dict(dtype=p.dtype if p is not None and p.is_floating_point() else torch.float32,
+                device=p.device if p is not None else 'cpu')
+
+def token_mixing(fn, d_in: int, seed: int = 0) -> Optional[str]:
+    "None if `fn` maps each row of `[..., d_in]` on its own; otherwise why not (what the probe saw)."
+    like = _probe_like(fn)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 5, d_in, generator=g).to(**like)
+    perm = torch.randperm(5, generator=g)
+    with torch.no_grad(), eval_mode(fn):
+        try: y = fn(x)
+        except Exception as e:
+            return f"it cannot run on a [2, 5, {d_in}] batch of rows ({type(e).__name__}: {str(e)[:200]})"
+        if not isinstance(y, Tensor) or y.shape[:-1] != x.shape[:-1]:
+            got = list(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            return f"it maps a [2, 5, {d_in}] batch of rows to {got}, not to [2, 5, d_out]"
+        tol = (1e-4 if x.dtype in (torch.float32, torch.float64) else 3e-2) * (float(y.abs().max()) + 1e-3)
+        probes = {'each row run alone': lambda: fn(x.reshape(10, 1, d_in)).reshape(y.shape),
+                  'the rows flattened to [10, d_in]': lambda: fn(x.reshape(10, d_in)).reshape(y.shape),
+                  'the rows permuted within each sample': lambda: fn(x[:, perm])[:, perm.argsort()]}
+        for what, run in probes.items():
+            try: other = run()
+            except Exception as e:
+                return (f"it fails on {what} although it runs on a [2, 5, {d_in}] batch ({type(e).__name__}: "
+                        f"{str(e)[:200]}), so it depends on how many rows come together")
+            diff = float((other - y).abs().max())
+            if not diff <= tol:
+                return (f"each row's output depends on the other rows: {what} changes the outputs by up to {diff:.3g} "
+                        f"(outputs up to {float(y.abs().max()):.3g})")
+    return None
+
+# %% ../nbs/02_adapt.ipynb #h3rc0002
+_PLAIN = (('fc1', 'fc2'), ('c_fc', 'c_proj'), ('wi', 'wo'), ('lin1', 'lin2'), ('dense_h_to_4h', 'dense_4h_to_h'),
+          ('ln1', 'ln2'))
+_GATED = (('gate_proj', 'up_proj', 'down_proj'), ('wi_0', 'wi_1', 'wo'), ('fc1_g', 'fc1_x', 'fc2'))
+_ACTS = ('act', 'act_fn', 'activation_fn', 'activation', 'gelu_impl', 'intermediate_act_fn')
+_MIXER_HINT = {'SpatialGatingUnit': "gMLP's spatial gating unit multiplies each token by a Linear mix of all tokens, "
+               "so the channel projections around it (fc1 -> act before, fc2 after) are not a per-token function as a "
+               "whole; per token are only fc1 with its activation and fc2 alone, which are no whole MLP (fc2 is a Linear "
+               "map that an affine replacement reproduces exactly). Nothing in this block is a per-token MLP site.",
+               'GlobalResponseNorm': "ConvNeXt-V2's global response norm divides each channel by its norm over all "
+               "pixels of the map, so the MLP around it is not a per-pixel function; only fc1 -> act before it and fc2 "
+               "after it are per pixel, and neither is a whole MLP."}
+
+def _is_linear_norm(m) -> bool:   # LeViT's LinearNorm: Linear then BatchNorm, per token in eval mode
+    return isinstance(getattr(m, 'linear', None), nn.Linear) and isinstance(getattr(m, 'bn', None), nn.modules.batchnorm._BatchNorm)
+
+def _width(m, side: str) -> int:
+    if _is_linear_norm(m): m = m.linear
+    if isinstance(m, nn.Conv2d): return m.in_channels if side == 'in' else m.out_channels
+    w = m.weight.shape
+    return (w[0] if side == 'in' else w[1]) if _is_conv1d(m) else (m.in_features if side == 'in' else m.out_features)
+
+def _activation(m: nn.Module):
+    for a in _ACTS:
+        act = m._modules.get(a, vars(m).get(a))
+        if act is not None and callable(act): return a, act
+    return None, None
+
+def _mlp_names(m: nn.Module) -> Optional[tuple[list[str], str, str, bool]]:
+    "(input-side layer names, activation name, output layer name, packed GLU) if `m` is laid out like an MLP."
+    act_name, _ = _activation(m)
+    if act_name is None: return None
+    for gate, up, down in _GATED:
+        if gate in m._modules and up in m._modules and down in m._modules: return [gate, up], act_name, down, False
+    for first, last in _PLAIN:
+        if first in m._modules and last in m._modules:
+            if first == 'ln1' and not _is_linear_norm(m._modules[first]): continue
+            return [first], act_name, last, hasattr(m, 'chunk_dim')
+    return None
+
+def _extra_arguments(m: nn.Module) -> list[str]:
+    try: params = list(inspect.signature(m.forward).parameters.values())
+    except (TypeError, ValueError): return []
+    required = [p.name for p in params[1:] if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return required
+
+def _probe_same(module: nn.Module, function: nn.Module, d_in: int, layout: str) -> bool:
+    "Does `function` on rows compute what `module`'s own forward computes (random probe, eval mode)?"
+    like = _probe_like(module)
+    x = torch.randn(2, 3, d_in, generator=torch.Generator().manual_seed(1)).to(**like)
+    with torch.no_grad(), eval_mode(module):
+        try:
+            own = module(x.unsqueeze(1).movedim(-1, 1)).movedim(1, -1).squeeze(1) if layout == 'channels_first' else module(x)
+            mine = function(x)
+        except Exception: return False
+    return isinstance(own, Tensor) and own.shape == mine.shape and bool(torch.allclose(own, mine, rtol=1e-4, atol=1e-5))
+
+def _module_site(name: str, kind: str, m: nn.Module, skipped: Optional[list] = None) -> Optional[MLPSite]:
+    "The site of an MLP-like module `m`, or None (the reason is appended to `skipped` when `m` looks like an MLP)."
+    names = _mlp_names(m)
+    if names is None: return None
+    def skip(reason, hint=''):
+        if skipped is not None: skipped.append(Skipped(name, type(m).__name__, reason, hint))
+    firsts, act_name, last, packed = names
+    layers = [m._modules[n] for n in (*firsts, last)]
+    bad = [(n, l) for n, l in zip((*firsts, last), layers) if not (_linear_like(l) or _is_linear_norm(l))]
+    if bad: return skip(f"unsupported layer type: `{bad[0][0]}` is a {type(bad[0][1]).__name__}, not a Linear map "
+                        f"(Linear, Conv1D or 1x1 Conv2d)", "use site_from_path on a sub-module that is a per-token MLP")
+    extra_args = _extra_arguments(m)
+    if extra_args: return skip(f"extra forward arguments: {type(m).__name__}.forward needs {extra_args} besides the "
+                               f"input", "wrap it in an nn.Module whose forward(x) supplies them, then site_from_path")
+    _, act = _activation(m)
+    act = _as_module(act)
+    layout = 'channels_first' if _is_conv1x1(layers[0]) else 'tokens'
+    used = {*firsts, last, act_name}
+    extras = [n for n, c in m.named_children() if n not in used and not isinstance(c, (nn.Dropout, nn.Identity))]
+    d_in, hidden, d_out = _width(layers[0], 'in'), _width(layers[-1], 'in'), _width(layers[-1], 'out')
+    structured = None
+    if not extras and all(_linear_like(l) for l in layers):
+        if packed:
+            h = _width(layers[0], 'out') // 2
+            gate_rows, up_rows = ((h, 2 * h), (0, h)) if getattr(m, 'gate_last', True) else ((0, h), (h, 2 * h))
+            structured = GatedLinear(as_linear(layers[0], gate_rows), as_linear(layers[0], up_rows), act, as_linear(layers[1]))
+        elif len(firsts) == 2:
+            structured = GatedLinear(as_linear(layers[0]), as_linear(layers[1]), act, as_linear(layers[2]))
+        else:
+            structured = LinearActLinear(as_linear(layers[0]), act, as_linear(layers[1]))
+        if not _probe_same(m, structured, d_in, layout): structured = None
+    wrapped = PerPixel(m) if layout == 'channels_first' else AsSequence(m) if _is_linear_norm(layers[0]) else m
+    function = structured if structured is not None else wrapped
+    reason = token_mixing(wrapped if extras else function, d_in)
+    if reason is not None:
+        mixers = [type(c).__name__ for c in m.children() if type(c).__name__ in _MIXER_HINT]
+        return skip(f"mixes tokens: {reason}", _MIXER_HINT[mixers[0]] if mixers else
+                    "replace a per-token MLP inside it (site_from_path on that sub-module)")
+    gated = packed or len(firsts) == 2
+    plain = structured is not None and not gated
+    activation = _act_name(act) if plain else f"{type(m).__name__}[{_act_name(act)}]"
+    if layout == 'channels_first' and kind not in ('mixer_channel', 'mixer_token'): kind = 'conv_mlp'
+    return MLPSite(name, kind, function, d_in, d_out, [hidden], activation, layout=layout, per_token=True)
+
+def _layer_ffn_site(name: str, m: nn.Module, skipped: Optional[list] = None) -> Optional[MLPSite]:
+    "A virtual site for an MLP whose layers sit on a bigger module: OPT/BART-style layers, BLOOM's MLP(x, residual)."
+    if not type(m).__module__.startswith('transformers'): return None
+    prefix = f"{name}." if name else ''
+    if isinstance(m._modules.get('fc1'), nn.Linear) and isinstance(m._modules.get('fc2'), nn.Linear) and \
+            isinstance(m._modules.get('activation_fn'), nn.Module) and \
+            any(n not in ('fc1', 'fc2', 'activation_fn') and not isinstance(c, (nn.Dropout, nn.Identity))
+                for n, c in m.named_children()):
+        parts = ['fc1', 'activation_fn', 'fc2']
+    elif isinstance(m._modules.get('dense_h_to_4h'), nn.Linear) and 'gelu_impl' in m._modules and \
+            isinstance(m._modules.get('dense_4h_to_h'), nn.Linear) and _extra_arguments(m):
+        if getattr(m, 'pretraining_tp', 1) > 1 and getattr(m, 'slow_but_exact', False):
+            if skipped is not None:
+                skipped.append(Skipped(name, type(m).__name__, "unsupported layer type: with pretraining_tp > 1 and "
+                                       "slow_but_exact the forward reads dense_4h_to_h's weight slices directly",
+                                       "set config.slow_but_exact=False (same function)"))
+            return None
+        parts = ['dense_h_to_4h', 'gelu_impl', 'dense_4h_to_h']
+    else: return None
+    fc1, act, fc2 = (m._modules[p] for p in parts)
+    # BLOOM's BloomGelu is an autograd.Function without functorch support: expand its forward formula instead
+    formula = getattr(sys.modules.get(type(act).__module__), 'bloom_gelu_forward', None)
+    if type(act).__name__ == 'BloomGelu' and formula is not None: act = _FunctionModule(formula)
+    function = LinearActLinear(fc1, act, fc2)
+    return MLPSite(f"{prefix}ffn", 'layer_ffn', function, fc1.in_features, fc2.out_features, [fc1.out_features],
+                   _act_name(act), parts=[prefix + p for p in parts], per_token=True)
 
 # %% ../nbs/02_adapt.ipynb #640f08fc
+@dataclass
+class Skipped:
+    "An MLP-like module that is not a site: where, its class, why not, and what to do instead."
+    name: str
+    cls: str
+    reason: str
+    hint: str = ''
+    def __str__(self): return f"{self.name} ({self.cls}): {self.reason}" + (f". Instead: {self.hint}" if self.hint else '')
+
+class FoundSites(list):
+    "The sites `find_mlp_sites` found (a list), with `.skipped`: the MLP-like modules it refused and why."
+    def __init__(self, sites=(), skipped=()): super().__init__(sites); self.skipped = list(skipped)
+    def explanation(self) -> str:
+        "One line per site found and per module skipped."
+        found = [f"site    {s.name} [{s.kind}] {s.d_in} -> {s.hidden} -> {s.d_out} {s.activation}" for s in self]
+        return '\n'.join(found + [f"skipped {k}" for k in self.skipped]) or 'nothing MLP-like found'
+
+_MLP_CLASS_NAME = re.compile(r'mlp|ffn|feed_?forward|dense.*dense', re.I)
+
 def _is_torchvision_vgg(m: nn.Module) -> bool:   # by class, so torchvision is not imported here
     return any(c.__name__ == 'VGG' and c.__module__.startswith('torchvision') for c in type(m).__mro__)
 
-def _site_at(parent: nn.Module, attr: str, child: nn.Module, path: str) -> Optional[MLPSite]:
+def _site_at(parent: nn.Module, attr: str, child: nn.Module, path: str, skipped: list) -> Optional[MLPSite]:
     if hasattr(parent, 'mlp_tokens') and hasattr(parent, 'mlp_channels') and attr in ('mlp_tokens', 'mlp_channels'):
-        return _timm_mlp_site(path, 'mixer_token' if attr == 'mlp_tokens' else 'mixer_channel', child)
+        return _module_site(path, 'mixer_token' if attr == 'mlp_tokens' else 'mixer_channel', child, skipped)
     if attr == 'classifier' and _is_torchvision_vgg(parent):
         return _sequential_site(path, 'vgg_head', child)
-    return _timm_mlp_site(path, 'timm_mlp', child) or _sequential_site(path, 'sequential_mlp', child)
+    kind = 'hf_mlp' if type(child).__module__.startswith('transformers') else 'timm_mlp'
+    return (_layer_ffn_site(path, child, skipped) or _module_site(path, kind, child, skipped)
+            or _sequential_site(path, 'sequential_mlp', child))
 
-def _detect(model: nn.Module) -> list[MLPSite]:
-    sites = []
+def _detect(model: nn.Module, skipped: Optional[list] = None) -> list[MLPSite]:
+    sites, skipped = [], [] if skipped is None else skipped
     def walk(module: nn.Module, prefix: str):
         bert = _bert_ffn_site(prefix.rstrip('.'), module)
         if bert is not None: sites.append(bert); return
         for attr, child in module.named_children():
-            site = _site_at(module, attr, child, prefix + attr)
-            if site is not None: sites.append(site)
-            else: walk(child, prefix + attr + '.')
+            path = prefix + attr
+            before = (len(sites), len(skipped))
+            site = _site_at(module, attr, child, path, skipped)
+            if site is not None: sites.append(site); continue
+            walk(child, path + '.')
+            if (len(sites), len(skipped)) == before and _MLP_CLASS_NAME.search(type(child).__name__) and \
+                    any(_linear_like(c) for c in child.modules()):
+                skipped.append(Skipped(path, type(child).__name__, "unrecognised layout: no known MLP layer names "
+                                       "(fc1/fc2, c_fc/c_proj, gate_proj/up_proj/down_proj, wi/wo, ...) with an "
+                                       "activation", f"site_from_path(model, {path!r})"))
     walk(model, '')
     return sites
 
@@ -135,17 +385,23 @@ def _check_kinds(kinds) -> tuple[str, ...]:
                                  f"{list(DEFAULT_KINDS)}).")
     return kinds
 
-def find_mlp_sites(model: nn.Module, kinds: Optional[Iterable[str]] = None) -> list[MLPSite]:
-    "Every whole-MLP site of `model` (in module order) whose kind is in `kinds` (default: all but 'mixer_token')."
+def find_mlp_sites(model: nn.Module, kinds: Optional[Iterable[str]] = None, explain: bool = False) -> FoundSites:
+    "Every whole-MLP site of `model` (in module order) whose kind is in `kinds`; `explain=True`: never raise, list skips."
     _check_model(model, 'find_mlp_sites')
     kinds = _check_kinds(kinds)
-    found = _detect(model)
+    skipped = []
+    found = _detect(model, skipped)
     sites = [s for s in found if s.kind in kinds]
-    if not sites:
+    skipped += [Skipped(s.name, s.kind, f"kind {s.kind!r} not in kinds={list(kinds)}", 'widen kinds=...')
+                for s in found if s.kind not in kinds]
+    result = FoundSites(sites, skipped)
+    if not sites and not explain:
         other = f" (found only kinds {sorted({s.kind for s in found})}: widen kinds=...)" if found else ''
+        why = ''.join(f"\n  skipped {k}" for k in skipped[:6]) + (f"\n  ... ({len(skipped)} in all)" if len(skipped) > 6 else '')
         raise ValueError(f"No MLP sites of kinds {list(kinds)} found in {type(model).__name__}{other}. To use a "
-                         f"sub-module of your own as a site, call site_from_path(model, 'path.to.module').")
-    return sites
+                         f"sub-module of your own as a site, call site_from_path(model, 'path.to.module'); "
+                         f"find_mlp_sites(model, explain=True) lists what was skipped and why.{why}")
+    return result
 
 # %% ../nbs/02_adapt.ipynb #5fb71a45
 def _close(name: str, names: list[str]) -> str:
@@ -165,8 +421,17 @@ def get_site(model: nn.Module, name: str) -> MLPSite:
                    f"sub-module of your own use site_from_path(model, {name!r}).")
 
 # %% ../nbs/02_adapt.ipynb #8778771a
+def _mixing_hint(module: nn.Module, path: str) -> str:
+    inner = [f"{path}.{s.name}" for s in _detect(module)]
+    if inner: return f"Replace its per-token MLP(s) instead: {inner[:6]}."
+    mixers = [type(c).__name__ for c in module.modules() if type(c).__name__ in _MIXER_HINT]
+    if mixers: return _MIXER_HINT[mixers[0]]
+    return ''
+
+_PICK = "Pick a sub-module that maps each token on its own (the MLP inside the block, not the block)."
+
 def site_from_path(model: nn.Module, path: str) -> MLPSite:
-    "A site (kind 'module') for the sub-module at `path`, which must map [..., d_in] -> [..., d_out] tensors."
+    "A site (kind 'module') for the sub-module at `path`, which must map each row of [..., d_in] to [..., d_out] alone."
     _check_model(model, 'site_from_path')
     names = [n for n, _ in model.named_modules() if n]
     try: module = model.get_submodule(path) if path else None
@@ -174,29 +439,41 @@ def site_from_path(model: nn.Module, path: str) -> MLPSite:
     if module is None:
         raise KeyError(f"No sub-module at {path!r} in {type(model).__name__}.{_close(path, names)} "
                        f"Pass a path from model.named_modules() (or a detected site name to get_site).")
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    skipped = []
+    known = _module_site(path, 'module', module, skipped)
+    if known is not None:
+        known.kind = 'module'
+        return known
+    if skipped and skipped[0].reason.startswith('mixes tokens'):
+        raise ValueError(f"The module at {path!r} ({type(module).__name__}) is not a per-token function: "
+                         f"{skipped[0].reason[len('mixes tokens: '):]}. {skipped[0].hint}")
+    linears = [m for m in module.modules() if _linear_like(m)]
     if not linears:
-        raise ValueError(f"The module at {path!r} ({type(module).__name__}) has no nn.Linear layer, so it is not an "
-                         f"MLP whose input width can be read; pick the sub-module that holds the MLP's Linear layers.")
-    d_in = linears[0].in_features
-    probe = torch.zeros(2, d_in, dtype=linears[0].weight.dtype, device=linears[0].weight.device)
-    flags = {m: m.training for m in module.modules()}
-    module.eval()
+        raise ValueError(f"The module at {path!r} ({type(module).__name__}) has no nn.Linear layer (nor a GPT-2 Conv1D "
+                         f"or 1x1 Conv2d), so it is not an MLP whose input width can be read; pick the sub-module that "
+                         f"holds the MLP's Linear layers.")
+    d_in, layout = _width(linears[0], 'in'), 'channels_first' if _is_conv1x1(linears[0]) else 'tokens'
+    function = PerPixel(module) if layout == 'channels_first' else module
+    like = _probe_like(function)
+    probe = torch.zeros(2, d_in, **like)
     try:
-        with torch.no_grad(): out = module(probe)
+        with torch.no_grad(), eval_mode(function): out = function(probe)
     except Exception as e:
         raise ValueError(f"The module at {path!r} ({type(module).__name__}) cannot be run on a [2, {d_in}] tensor "
                          f"({type(e).__name__}: {e}); a site must map [..., d_in] tensors to [..., d_out] tensors. "
-                         f"Pick the sub-module that does (e.g. the MLP inside a residual block).") from None
-    finally:
-        for m, t in flags.items(): m.training = t
+                         f"Pick the sub-module that does (e.g. the MLP inside a residual block). "
+                         f"{_mixing_hint(module, path)}".rstrip()) from None
     if not isinstance(out, Tensor) or out.shape[:-1] != probe.shape[:-1]:
         got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"The module at {path!r} maps a [2, {d_in}] tensor to {got}, not to [2, d_out]; a site "
                          f"must map each token independently. Pick a sub-module that does.")
+    reason = token_mixing(function, d_in)
+    if reason is not None:
+        raise ValueError(f"The module at {path!r} ({type(module).__name__}) is not a per-token function: {reason}. "
+                         f"{_mixing_hint(module, path) or _PICK}")
     acts = [m for m in module.modules() if _is_activation(m)]
-    return MLPSite(path, 'module', module, d_in, out.shape[-1], [l.out_features for l in linears[:-1]],
-                   _act_name(acts[0]) if acts else '')
+    return MLPSite(path, 'module', function, d_in, out.shape[-1], [_width(l, 'out') for l in linears[:-1]],
+                   _act_name(acts[0]) if acts else '', layout=layout, per_token=True)
 
 # %% ../nbs/02_adapt.ipynb #fc44b665
 def _resolve(model: nn.Module, site: Union[str, MLPSite]) -> MLPSite:
@@ -215,6 +492,16 @@ def _check_replacement(site: MLPSite, replacement) -> None:
                              f"but the site has {attr}={want} (d_in={site.d_in}, d_out={site.d_out}); fit the "
                              f"replacement on this site's inputs.")
 
+def _check_per_token(site: MLPSite) -> None:
+    "The guard, once per site object (detected sites passed it already)."
+    if site.per_token: return
+    reason = token_mixing(site.function, site.d_in)
+    if reason is not None:
+        raise ValueError(f"Site {site.name!r} ({type(site.function).__name__}) is not a per-token function: {reason}. "
+                         f"A replacement that looks up each token's nearest centre would silently change the model; "
+                         f"swap a per-token MLP inside it instead (find_mlp_sites(model, explain=True)).")
+    site.per_token = True
+
 def _parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
     parent_path, _, attr = path.rpartition('.')
     try: parent = model.get_submodule(parent_path) if parent_path else model
@@ -226,13 +513,13 @@ def _parent(model: nn.Module, path: str) -> tuple[nn.Module, str]:
 
 def _plan(model: nn.Module, site: MLPSite, replacement: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     "The (parent, attribute, new module) assignments that swap `site` for `replacement`."
-    if site.kind != 'bert_ffn': return [(*_parent(model, site.name), replacement)]
-    layer_path = site.name[:-len('.ffn')] if site.name.endswith('.ffn') else ''
-    layer = model.get_submodule(layer_path) if layer_path else model
-    if _bert_ffn_site(layer_path, layer) is None:
-        raise KeyError(f"{site.name!r} is not an intact BERT FFN in this model (is it swapped out already? restore() "
-                       f"it first).")
-    return [(layer, 'intermediate', replacement), (layer.output, 'dense', nn.Identity())]
+    if site.layout == 'channels_first': replacement = ChannelsFirst(replacement)
+    if not site.parts: return [(*_parent(model, site.name), replacement)]
+    # a site split over modules (BERT, OPT, BLOOM): the first part computes the replacement, the others pass it on
+    places = [_parent(model, p) for p in site.parts]
+    if isinstance(places[-1][0]._modules[places[-1][1]], nn.Identity):
+        raise KeyError(f"{site.name!r} is not intact in this model (is it swapped out already? restore() it first).")
+    return [(*places[0], replacement)] + [(parent, attr, nn.Identity()) for parent, attr in places[1:]]
 
 # %% ../nbs/02_adapt.ipynb #3ba99f5b
 class SwapHandle:
@@ -265,6 +552,7 @@ def swap_sites(model: nn.Module, mapping: Mapping[Union[str, MLPSite], nn.Module
         site = _resolve(model, key)
         if site.name in sites: raise ValueError(f"Site {site.name!r} appears twice in the mapping; give it once.")
         _check_replacement(site, replacement)
+        _check_per_token(site)
         plans.append(_plan(model, site, replacement)); sites[site.name] = site
     undo = []
     for plan in plans:
@@ -285,11 +573,13 @@ def swapped(model: nn.Module, mapping: Mapping[Union[str, MLPSite], nn.Module]):
 
 # %% ../nbs/02_adapt.ipynb #2ed044e3
 def hook_points(model: nn.Module, site: Union[str, MLPSite]) -> tuple[nn.Module, nn.Module]:
-    "(module whose first input is the site's input, module whose output is the site's output)."
+    "(module whose first input is the site's input, module whose output is the site's output), as `[..., d]` rows."
     site = _resolve(model, site)
-    if site.kind == 'bert_ffn':
-        layer = model.get_submodule(site.name[:-len('.ffn')] if site.name != 'ffn' else '')
-        return layer.intermediate.dense, layer.output.dense
+    if site.parts:
+        first, last = (parent._modules[attr] for parent, attr in (_parent(model, site.parts[0]), _parent(model, site.parts[-1])))
+        if site.kind == 'bert_ffn': first = first.dense   # the same input; BertIntermediate.dense, as before
+        return first, last
     parent, attr = _parent(model, site.name)
     module = parent._modules[attr]
+    if site.layout == 'channels_first': return ChannelsLastHooks(module), ChannelsLastHooks(module)
     return module, module

@@ -16,10 +16,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .taylor import nearest
-
 # %% auto #0
-__all__ = ['KMEANS_METHODS', 'KMeansResult', 'pairwise_sqdist', 'nearest_centre', 'kmeans_plus_plus', 'TorchKMeans',
+__all__ = ['KMEANS_METHODS', 'KMeansResult', 'nearest', 'pairwise_sqdist', 'nearest_centre', 'kmeans_plus_plus', 'TorchKMeans',
            'OnlineKMeans', 'kmeans']
 
 # %% ../nbs/05_cluster.ipynb #e02cd9d3
@@ -109,6 +107,32 @@ def _resolve_device(device) -> Optional[torch.device]:
                          f"device='cpu' (or device=None to stay on the data's device), or run on a machine with "
                          f"a working CUDA GPU.")
     return device
+
+# %% ../nbs/05_cluster.ipynb #8610b076
+def nearest(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, chunk_rows: int = 0, scores: bool = True
+            ) -> tuple[Tensor, Optional[Tensor]]:
+    """Index `[N]` of the nearest centre for each row of `x` `[N, d]`, and its score `||c||² - 2 x·c` `[N]`
+    (the squared distance minus `||x||²`; None with `scores=False`, which saves a few µs per call). Computed in the
+    centres' dtype, `chunk_rows` rows at a time (0: about 2^22 / k); no checks (TorchScript-compatible)."""
+    n, k = x.shape[0], centres.shape[0]
+    if chunk_rows <= 0: chunk_rows = max(1, (1 << 22) // max(k, 1))
+    if n <= chunk_rows:      # one chunk (every small batch): no lists, no loop, as few Python steps as possible
+        if x.dtype != centres.dtype: x = x.to(centres.dtype)
+        distances = torch.addmm(centre_sq_norms, x, centres.t(), beta=1.0, alpha=-2.0)     # ||c||² - 2 x·c
+        if not scores: return distances.argmin(1), None
+        score, index = distances.min(1)
+        return index, score
+    indices: list[Tensor] = []
+    best: list[Tensor] = []
+    for s in range(0, n, chunk_rows):      # rows are cast chunk by chunk: a float64 search never copies all of x
+        distances = torch.addmm(centre_sq_norms, x[s:s + chunk_rows].to(centres.dtype), centres.t(), beta=1.0,
+                                alpha=-2.0)
+        if scores:
+            score, index = distances.min(1)
+            best.append(score)
+        else: index = distances.argmin(1)
+        indices.append(index)
+    return torch.cat(indices), torch.cat(best) if scores else None
 
 # %% ../nbs/05_cluster.ipynb #f6b1c17e
 def _check_pair(x: Tensor, centres: Tensor) -> None:
@@ -539,8 +563,28 @@ def _online_kmeans(x: Tensor, k: int, seed: int = 0, batch_size: int = 1024, shu
 def _torch_kmeans(x: Tensor, k: int, seed: int = 0, keep_labels: bool = True, **options) -> KMeansResult:
     return TorchKMeans(k, seed=seed, **options).fit(x, keep_labels=keep_labels)
 
+def _faiss_kmeans(x: Tensor, k: int, seed: int = 0, niter: int = 25, nredo: int = 1,
+                  max_points_per_centroid: Optional[int] = 256, keep_labels: bool = True, device=None,
+                  progress: bool = False) -> KMeansResult:
+    """FAISS `Kmeans` on `x` `[n, d]` (optional dependency faiss-cpu). FAISS trains on a random sample of at most
+    `max_points_per_centroid * k` rows (its default 256; None: every row); labels and inertia are measured on all of
+    `x` in torch."""
+    from taylormlp.data import import_optional
+    faiss = import_optional('faiss', 'faiss-cpu', "kmeans(method='faiss')")
+    _validate_samples(x, k)
+    data = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+    cap = data.shape[0] if max_points_per_centroid is None else int(max_points_per_centroid)
+    model = faiss.Kmeans(data.shape[1], k, niter=int(niter), nredo=int(nredo), seed=int(seed), verbose=bool(progress),
+                         max_points_per_centroid=max(1, -(-data.shape[0] // k) if max_points_per_centroid is None
+                                                     else cap), min_points_per_centroid=1)
+    model.train(data)
+    centres = torch.from_numpy(np.array(model.centroids, dtype=np.float32)).to(device or x.device)
+    labels, sqdist = nearest_centre(x.to(centres.device, torch.float32), centres)
+    return KMeansResult(centres, labels if keep_labels else None, float(sqdist.sum(dtype=torch.float64)), int(niter),
+                        'faiss', torch.bincount(labels, minlength=k))
+
 _ROUTES = {'torch': _torch_kmeans, 'sklearn': _sklearn_kmeans, 'minibatch': _minibatch_kmeans,
-           'online': _online_kmeans}
+           'online': _online_kmeans, 'faiss': _faiss_kmeans}
 
 def _valid_options(method: str) -> list[str]:
     route = _ROUTES[method]
@@ -561,11 +605,13 @@ def kmeans(x, k: int, method: str = 'torch', seed: int = 0, **kwargs) -> KMeansR
     kwargs : method options. torch: `TorchKMeans` options and `keep_labels`; sklearn: `n_init`, `max_iter`, `tol`,
         `keep_labels`, `device`; minibatch: `batch_size`, `n_init`, `max_iter`, `max_no_improvement`,
         `reassignment_ratio`, `keep_labels`, `device`; online: `OnlineKMeans` options, `batch_size`, `shuffle`,
-        `n_epochs`, `keep_labels`, `device`, `progress`.
+        `n_epochs`, `keep_labels`, `device`, `progress`; faiss (optional dependency faiss-cpu): `niter`, `nredo`,
+        `max_points_per_centroid` (FAISS's training sample cap, default 256 rows per centre; None: all rows),
+        `keep_labels`, `device`, `progress`.
     """
     if method not in _ROUTES:
         raise ValueError(f"method={method!r} is not a K-means method: use one of "
-                         f"{', '.join(map(repr, KMEANS_METHODS))}.")
+                         f"{', '.join(map(repr, tuple(_ROUTES)))}.")
     k = _check_k(k)
     valid = _valid_options(method)
     unknown = sorted(set(kwargs) - set(valid))

@@ -352,7 +352,7 @@ def collect(model: nn.Module, sites: Union[None, str, MLPSite, Sequence[Union[st
             out_dir: Union[str, Path], *, max_tokens: Optional[int] = None, tokens_per_sample: Optional[int] = None,
             shard_tokens: int = 65536, keep_outputs: bool = True, device: Union[str, torch.device] = 'cpu',
             seed: int = 0, dtype: torch.dtype = torch.float32, overwrite: bool = False,
-            progress: Optional[bool] = None, desc: str = 'collect') -> Collection:
+            progress: Optional[bool] = None, desc: str = 'collect', source: Optional[dict] = None) -> Collection:
     """Record the inputs (and outputs) of `sites` while `model` runs over `loader`, streamed to shards in `out_dir`.
 
     Parameters
@@ -371,6 +371,8 @@ def collect(model: nn.Module, sites: Union[None, str, MLPSite, Sequence[Union[st
     overwrite : replace a collection in `out_dir` made with a different configuration (otherwise an error).
     progress : a bar over the batches (rows written in its postfix); None: on, except under test runners.
     desc : the bar's label.
+    source : what the loader reads (e.g. data set, split, root, samples; JSON values): part of the configuration,
+        so a collection of other data is never resumed or returned as if it were this one.
     """
     _check_positive('max_tokens', max_tokens); _check_positive('tokens_per_sample', tokens_per_sample)
     _check_positive('shard_tokens', shard_tokens, allow_none=False)
@@ -389,6 +391,7 @@ def collect(model: nn.Module, sites: Union[None, str, MLPSite, Sequence[Union[st
     config = dict(sites=[s.name for s in sites], max_tokens=max_tokens, tokens_per_sample=tokens_per_sample,
                   shard_tokens=int(shard_tokens), keep_outputs=bool(keep_outputs), seed=int(seed),
                   dtype=str(dtype).removeprefix('torch.'), model=_model_fingerprint(model))
+    if source is not None: config['source'] = json.loads(json.dumps(source))   # as the manifest stores it
     manifest = _prepare(out_dir, config, sites, overwrite)
     if manifest['complete']: return Collection(out_dir)
     for s in sites: (out_dir / manifest['sites'][s.name]['folder']).mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import tarfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -26,10 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 # %% auto #0
 __all__ = ['SHARED_ENV', 'CACHE_ENV', 'PROGRESS_ENV', 'CIFAR10_MEAN', 'CIFAR10_STD', 'CIFAR100_MEAN', 'CIFAR100_STD',
            'IMAGENET_MEAN', 'IMAGENET_STD', 'DIGITS_SPLIT_SEED', 'DIGITS_TEST_FRACTION', 'STSB_URL', 'DATASETS',
-           'shared_dir', 'show_progress', 'progress_bar', 'say', 'import_optional', 'project_root', 'cache_dir',
-           'atomic_write', 'Normalize', 'random_crop_flip', 'RandomCropFlip', 'Compose', 'ArrayDataset',
-           'stratified_subset', 'decode_cifar_npz', 'SentencePairs', 'read_sts', 'list_datasets', 'load_dataset',
-           'make_loader', 'spearman']
+           'DATASET_SPLITS', 'shared_dir', 'show_progress', 'StepLog', 'progress_bar', 'say', 'import_optional',
+           'project_root', 'cache_dir', 'atomic_write', 'Normalize', 'random_crop_flip', 'RandomCropFlip', 'Compose',
+           'ArrayDataset', 'stratified_subset', 'decode_cifar_npz', 'SentencePairs', 'read_sts', 'list_datasets',
+           'load_dataset', 'make_loader', 'spearman']
 
 # %% ../nbs/01_data.ipynb #1f0acfd7
 SHARED_ENV = 'TAYLORMLP_SHARED'
@@ -87,17 +88,75 @@ def show_progress(progress: bool | None = None) -> bool:
 def _stage_run() -> bool: return bool(os.environ.get('TAYLORMLP_STAGE_RUN'))
 
 
+class StepLog:
+    """Stands in for a tqdm bar where the output is not a terminal (a log file, a pipe): nothing while the step runs,
+    then one line when it finishes, `desc: how many units in how long (last: postfix)`. A transient bar
+    (`leave=False`, an inner step) prints its line only when it took `min_seconds` or more."""
+    def __init__(self, iterable=None, desc: str = '', total=None, unit: str = 'it', file=None, leave: bool = True,
+                 initial: int = 0, min_seconds: float = 5.0, **_):
+        import sys
+        self.iterable, self.desc, self.unit, self.file = iterable, desc or 'done', unit, file or sys.stderr
+        self.total = total if total is not None or not hasattr(iterable, '__len__') else len(iterable)
+        self.n, self.initial, self.leave, self.min_seconds = initial, initial, leave, min_seconds
+        self.postfix, self.closed, self.start = '', False, time.perf_counter()
+
+    def __iter__(self):
+        try:
+            for item in self.iterable:
+                yield item
+                self.n += 1
+        finally: self.close()
+
+    def __len__(self): return self.total if self.total is not None else len(self.iterable)
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+    def update(self, n: int = 1): self.n += n
+    def set_description(self, desc=None, refresh=True): self.desc = desc or self.desc
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        self.postfix = ', '.join(f'{k}={v}' for k, v in {**(ordered_dict or {}), **kwargs}.items())
+    def set_postfix_str(self, s: str = '', refresh=True): self.postfix = s
+    def refresh(self, *args, **kwargs): pass
+    def write(self, s: str, *args, **kwargs): print(s, file=self.file, flush=True)
+
+    def close(self):
+        if self.closed: return
+        self.closed, seconds = True, time.perf_counter() - self.start
+        if not self.leave and seconds < self.min_seconds: return
+        done = self.n - self.initial
+        units = self.unit if done == 1 else self.unit + ('es' if self.unit.endswith(('s', 'x', 'ch', 'sh')) else 's')
+        of = f' of {self.total:,}' if self.total is not None and self.total != self.n else ''
+        resumed = f' (resumed at {self.initial:,})' if self.initial else ''
+        post = f' (last: {self.postfix})' if self.postfix else ''
+        try: print(f'{self.desc}: {done:,}{of} {units}{resumed} in {seconds:.1f} s{post}', file=self.file, flush=True)
+        except (AttributeError, OSError, ValueError): pass
+
+
+def _is_terminal(stream) -> bool:
+    try: return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError): return False
+
+
+def _in_notebook() -> bool:
+    import sys
+    shell = getattr(sys.modules.get('IPython'), 'get_ipython', lambda: None)()
+    return shell is not None and hasattr(shell, 'kernel')
+
+
 def progress_bar(iterable=None, progress: bool | None = None, **kwargs):
     """A tqdm bar over `iterable` (or a manual one with `total=`), shown when `show_progress(progress)`.
 
-    In a notebook it is the usual widget. Under `taylormlp run` (papermill; `$TAYLORMLP_STAGE_RUN` set) it is a text
-    bar on the kernel's own stderr, which is the terminal that started the run, so long stages show progress there
-    instead of in a notebook nobody is looking at yet."""
+    In a notebook it is the usual widget, in a terminal a redrawn text bar. Under `taylormlp run` (papermill;
+    `$TAYLORMLP_STAGE_RUN` set) it goes to the kernel's own stderr, which is where the run was started, so long
+    stages show progress there instead of in a notebook nobody is looking at yet. Where that output (or, outside a
+    notebook, stderr) is not a terminal, e.g. `taylormlp run all > log`, a `StepLog` prints one line per finished step
+    instead of every redraw."""
     import sys
     disable = not show_progress(progress)
-    if _stage_run() and not disable:
+    if not disable and (_stage_run() or not _in_notebook()):
+        stream = sys.__stderr__ if _stage_run() else sys.stderr
+        if not _is_terminal(stream): return StepLog(iterable, file=stream, **kwargs)
         from tqdm.std import tqdm
-        return tqdm(iterable, file=sys.__stderr__, dynamic_ncols=True, **kwargs)
+        return tqdm(iterable, file=stream, dynamic_ncols=True, **kwargs)
     from tqdm.auto import tqdm
     return tqdm(iterable, disable=disable, **kwargs)
 
@@ -299,7 +358,7 @@ def _digits(split, root, download, transform):
 def _decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray, progress: bool | None = None, desc: str = 'decode') -> np.ndarray:
     Image = import_optional('PIL.Image', 'pillow', 'decoding the CIFAR-10 JPEGs')
     return np.stack([np.asarray(Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert('RGB'))
-                     for i in progress_bar(range(len(offsets) - 1), progress, desc=desc, unit='img', leave=False)])
+                     for i in progress_bar(range(len(offsets) - 1), progress, desc=desc, unit='img')])
 
 
 def decode_cifar_npz(path: str | Path, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -346,6 +405,12 @@ def _cifar10(split, root, download, transform, progress=None):
         shared, searched = _find_shared()
         candidates = [shared / 'data' / 'cifar10' / f'{split}.npz'] if shared is not None else []
     npz = next((c for c in candidates if c.is_file()), None)
+    if npz is None and root is not None and not download and not (Path(root) / 'cifar-10-batches-py').is_dir():
+        raise FileNotFoundError(
+            f'CIFAR-10 {split!r} not found in root={str(root)!r}: looked for {", ".join(map(str, candidates))} and for '
+            f'torchvision files in {Path(root) / "cifar-10-batches-py"}. root= replaces the shared folder for every '
+            f'split, so put {split}.npz there beside the other splits, or pass root=None to read the shared folder '
+            f'(${SHARED_ENV}), or download=True on a machine with internet.')
     if npz is not None:
         images, labels, classes = decode_cifar_npz(npz, progress)
     elif download or root is not None or (cache_dir() / 'torchvision' / 'cifar-10-batches-py').is_dir():
@@ -356,7 +421,7 @@ def _cifar10(split, root, download, transform, progress=None):
         raise FileNotFoundError(
             f'CIFAR-10 {split!r} not found offline: looked for {where} and for torchvision files in '
             f'{cache_dir() / "torchvision"}. Fix: set {SHARED_ENV} to the folder that holds data/cifar10/{split}.npz, '
-            'or pass download=True on a machine with internet to use torchvision\'s downloader.')
+            f'pass root= a folder that holds {split}.npz (and the other splits), or pass download=True on a machine with internet to use torchvision\'s downloader.')
     norm = Normalize(255.0, CIFAR10_MEAN, CIFAR10_STD)
     t = _resolve_transform(transform, norm, Compose(norm, RandomCropFlip(4, True)), 'cifar10')
     data = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
@@ -455,13 +520,18 @@ def _stsb(split, root, download, transform):
     if path is None:
         searched = ', '.join(str(f / f'sts-{split}.tsv') for f in folders)
         if root is None and shared is None: searched += f' and a shared folder ({shared_searched})'
+        where = (f'root= replaces the shared folder for every split, so put sts-{split}.tsv in {root} beside the other '
+                 f'splits, or pass root=None to read the shared folder (${SHARED_ENV})' if root is not None else
+                 f'set {SHARED_ENV} to the folder that holds data/stsb/, or pass root= a folder that holds '
+                 f'sts-{split}.tsv (and the other splits)')
         if split == 'test' and any(_sts_file(f, 'dev') for f in folders):
             raise FileNotFoundError(
                 f'The STS-B test split is held back: it is not in {searched}. Tune and report on split="dev"; '
-                f'for the test split pass download=True on a machine with internet (original release: {STSB_URL}).')
+                f'for the test split {where}, or pass download=True on a machine with internet (original release: '
+                f'{STSB_URL}).')
         raise FileNotFoundError(
-            f'STS-B {split!r} not found: looked for {searched}. Fix: set {SHARED_ENV} to the folder that holds '
-            f'data/stsb/, or pass download=True on a machine with internet (fetches {STSB_URL}).')
+            f'STS-B {split!r} not found: looked for {searched}. Fix: {where}; or pass download=True on a machine '
+            f'with internet (fetches {STSB_URL}).')
     return read_sts(path, split)
 
 # %% ../nbs/01_data.ipynb #6ae0dc20
@@ -489,6 +559,10 @@ DATASETS: dict[str, tuple[Callable, str]] = {
     'stsb': (_stsb, 'STS Benchmark sentence pairs, 5749 train / 1500 dev (shared/data/stsb; test held back)'),
     'synthetic': (_synthetic, 'seeded Gaussian mixture of vectors or images (for tests)'),
 }
+DATASET_SPLITS: dict[str, tuple[str, ...]] = {   # the splits each loader accepts (a run checks its eval_split here)
+    'digits': ('train', 'test'), 'cifar10': ('train', 'test'), 'cifar100': ('train', 'test'),
+    'imagenet': ('train', 'val', 'test'), 'stsb': ('train', 'dev', 'test'), 'synthetic': ('train', 'test'),
+}
 
 
 def list_datasets() -> dict[str, str]:
@@ -505,7 +579,8 @@ def load_dataset(name: str, split: str = 'train', root: str | Path | None = None
     ----------
     name : 'digits' | 'cifar10' | 'cifar100' | 'imagenet' | 'stsb' | 'synthetic'.
     split : 'train' / 'test' ('dev' for stsb, 'val' for imagenet).
-    root : folder to read from instead of the shared folder (the `.npz` / `.tsv` folder, torchvision root, ImageFolder).
+    root : a folder that replaces the shared folder for every split at once: it holds the `.npz` / `.tsv` files of all
+        the splits used, a torchvision root, or an ImageFolder. None: the shared folder (`$TAYLORMLP_SHARED`).
     download : allow the online route (torchvision downloader, STS-B original release) when no offline copy exists.
     limit : keep a seeded stratified subset of this many items.
     seed : seeds the `limit` subset (and the synthetic data); never the digits train/test split.

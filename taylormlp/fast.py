@@ -5,6 +5,8 @@
 # %% ../nbs/08_fast.ipynb #f5bcfa6c
 from __future__ import annotations
 import warnings
+from importlib.resources import files
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -14,7 +16,7 @@ from torch import nn, Tensor
 from .taylor import TaylorMLP, nearest, grouped_affine
 
 # %% auto #0
-__all__ = ['ROUTES', 'load_extension', 'cpp_tables', 'FastTaylorMLP']
+__all__ = ['ROUTES', 'piecewise_map', 'kernel_source', 'load_extension', 'cpp_tables', 'FastTaylorMLP', 'bytes_read']
 
 # %% ../nbs/08_fast.ipynb #15c708f3
 def _eager_forward(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, slopes: Tensor, intercepts: Tensor,
@@ -52,459 +54,14 @@ def _gather_forward(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, slopes:
     return y
 
 # %% ../nbs/08_fast.ipynb #731636fa
-_CPP_SOURCE = r'''
-#include <ATen/core/Tensor.h>
-#include <c10/util/Half.h>
-#include <ATen/core/grad_mode.h>
-#include <ATen/Parallel.h>
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
-#include <torch/csrc/utils/pybind.h>
-#include <torch/csrc/Exceptions.h>
-#include <algorithm>
-#include <atomic>
-#include <limits>
-#include <type_traits>
-#include <utility>
-#include <vector>
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#define TMLP_AVX2 1
-#endif
-
-namespace {
-
-constexpr int64_t kChunk = 32;   // tokens of one cluster handled together by the blocked kernel
-
-#ifdef TMLP_AVX2
-// Blocks of tokens stream each table row from memory once: ask for the line 4 kB ahead (DeiT-B shape, k = 1024,
-// 4096 tokens, 2.4 GB of slopes: 193 against 209 ms without, medians of 4 interleaved rounds). One token does not:
-// there the prefetch cost more than it saved (DeiT-S shape, k = 256, order 2: 131 against 110 us without).
-constexpr int64_t kAhead = 1024;
-
-// Eight table entries as floats: float32 tables load directly, float16 tables (half the bytes to stream) convert
-// with F16C on the way in; the arithmetic stays float32.
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const c10::Half* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-#endif
-
-// s[t] = w . f[t] for NT tokens: w is loaded once for all of them. One token gets four accumulators instead,
-// to hide the FMA latency.
-template <int NT, typename W>
-inline void dots(const W* w, const float* const* f, int64_t d, float* s) {
-  int64_t i = 0;
-  for (int t = 0; t < NT; ++t) s[t] = 0.f;
-#ifdef TMLP_AVX2
-  if constexpr (NT == 1) {
-    const float* x = f[0];
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (; i + 32 <= d; i += 32) {
-      a0 = _mm256_fmadd_ps(load8(w + i), _mm256_loadu_ps(x + i), a0);
-      a1 = _mm256_fmadd_ps(load8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-      a2 = _mm256_fmadd_ps(load8(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-      a3 = _mm256_fmadd_ps(load8(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
-    }
-    for (; i + 8 <= d; i += 8) a0 = _mm256_fmadd_ps(load8(w + i), _mm256_loadu_ps(x + i), a0);
-    s[0] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-  } else {
-    __m256 c[NT];
-    for (int t = 0; t < NT; ++t) c[t] = _mm256_setzero_ps();
-    for (; i + 8 <= d; i += 8) {
-      if ((i & 15) == 0) _mm_prefetch(reinterpret_cast<const char*>(w + i + kAhead), _MM_HINT_T0);
-      const __m256 wv = load8(w + i);
-      for (int t = 0; t < NT; ++t) c[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(f[t] + i), c[t]);
-    }
-    for (int t = 0; t < NT; ++t) s[t] = hsum(c[t]);
-  }
-#endif
-  for (; i < d; ++i)
-    for (int t = 0; t < NT; ++t) s[t] += static_cast<float>(w[i]) * f[t][i];
-}
-
-// s[r][t] = A[r] . f[t] for the two rows A, A + d and NT tokens: 2 + NT loads feed 2 NT FMAs (one row alone needs
-// 1 + NT loads for NT FMAs, and the loads, not the FMAs, are the limit).
-template <int NT, typename W>
-inline void dots_2rows(const W* A, int64_t d, const float* const* f, float* s0, float* s1) {
-  int64_t i = 0;
-  for (int t = 0; t < NT; ++t) s0[t] = s1[t] = 0.f;
-#ifdef TMLP_AVX2
-  __m256 c0[NT], c1[NT];
-  for (int t = 0; t < NT; ++t) c0[t] = c1[t] = _mm256_setzero_ps();
-  for (; i + 8 <= d; i += 8) {
-    if ((i & 15) == 0) {
-      _mm_prefetch(reinterpret_cast<const char*>(A + i + kAhead), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(A + d + i + kAhead), _MM_HINT_T0);
-    }
-    const __m256 w0 = load8(A + i), w1 = load8(A + d + i);
-    for (int t = 0; t < NT; ++t) {
-      const __m256 xv = _mm256_loadu_ps(f[t] + i);
-      c0[t] = _mm256_fmadd_ps(w0, xv, c0[t]);
-      c1[t] = _mm256_fmadd_ps(w1, xv, c1[t]);
-    }
-  }
-  for (int t = 0; t < NT; ++t) { s0[t] = hsum(c0[t]); s1[t] = hsum(c1[t]); }
-#endif
-  for (; i < d; ++i)
-    for (int t = 0; t < NT; ++t) {
-      s0[t] += static_cast<float>(A[i]) * f[t][i];
-      s1[t] += static_cast<float>(A[d + i]) * f[t][i];
-    }
-}
-
-// s[r] = A[r] . x for the four rows A, A + d, A + 2d, A + 3d and one token: four memory streams at once. For long
-// rows (ImageNet head, d = 25088, k = 16, 100 MB of slopes) one prefetched stream leaves the core waiting on DRAM:
-// 5.5 ms against 7.2 ms row by row (prefetching each of the four streams: 7.0 ms). For short rows (d = 384) it was
-// slower than one prefetched row at a time (65 against 47 us, DeiT-S shape, k = 16, order 2), hence kLongRow.
-constexpr int64_t kLongRow = 2048;
-template <typename W>
-inline void dots_4rows(const W* A, int64_t d, const float* x, float* s) {
-  int64_t i = 0;
-  for (int r = 0; r < 4; ++r) s[r] = 0.f;
-#ifdef TMLP_AVX2
-  __m256 a[4][2];
-  for (int r = 0; r < 4; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
-  for (; i + 16 <= d; i += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
-    for (int r = 0; r < 4; ++r) {
-      const W* w = A + r * d + i;
-      a[r][0] = _mm256_fmadd_ps(load8(w), x0, a[r][0]);
-      a[r][1] = _mm256_fmadd_ps(load8(w + 8), x1, a[r][1]);
-    }
-  }
-  for (; i + 8 <= d; i += 8) {
-    const __m256 x0 = _mm256_loadu_ps(x + i);
-    for (int r = 0; r < 4; ++r) a[r][0] = _mm256_fmadd_ps(load8(A + r * d + i), x0, a[r][0]);
-  }
-  for (int r = 0; r < 4; ++r) s[r] = hsum(_mm256_add_ps(a[r][0], a[r][1]));
-#endif
-  for (; i < d; ++i)
-    for (int r = 0; r < 4; ++r) s[r] += static_cast<float>(A[r * d + i]) * x[i];
-}
-
-template <typename Fn>
-inline void by_block_size(int64_t nt, Fn&& fn) {
-  switch (nt) {
-    case 1: fn(std::integral_constant<int, 1>{}); break;
-    case 2: fn(std::integral_constant<int, 2>{}); break;
-    case 3: fn(std::integral_constant<int, 3>{}); break;
-    default: fn(std::integral_constant<int, 4>{}); break;
-  }
-}
-
-// Nearest centre of NT tokens: argmin_j ||c_j||^2 - 2 c_j . x (the first on ties, as torch.argmin).
-template <int NT>
-inline void nearest_block(const float* C, const float* csq, int64_t k, int64_t d, const float* const* f, int64_t* arg) {
-  float best[NT], s[NT];
-  for (int t = 0; t < NT; ++t) { best[t] = std::numeric_limits<float>::infinity(); arg[t] = 0; }
-  int64_t j = 0;
-  if (NT == 1 && d >= kLongRow) {  // one token, long rows: four centres at a time (four memory streams)
-    float s4[4];
-    for (; j + 4 <= k; j += 4) {
-      dots_4rows(C + j * d, d, f[0], s4);
-      for (int r = 0; r < 4; ++r) {
-        const float v = csq[j + r] - 2.f * s4[r];
-        if (v < best[0]) { best[0] = v; arg[0] = j + r; }
-      }
-    }
-  }
-  for (; j < k; ++j) {
-    dots<NT>(C + j * d, f, d, s);
-    for (int t = 0; t < NT; ++t) {
-      const float v = csq[j] - 2.f * s[t];
-      if (v < best[t]) { best[t] = v; arg[t] = j; }
-    }
-  }
-}
-
-// out[t][o] = b[o] + A[o] . x[t] (+ 1/2 H[o] . sq[t]) for the m tokens of one cluster (b may be null: 0). Row o of A
-// (and H) is read from memory once and reused from L1 by every block of 4 tokens, so a cluster's table is streamed
-// once per call whatever its number of tokens.
-template <typename W>
-inline void affine_rows(const W* A, const W* H, const float* b, int64_t d_out, int64_t d,
-                        const float* const* x, const float* const* sq, float* const* out, int64_t m) {
-  int64_t o = 0;
-  if (m == 1 && d >= kLongRow) {    // one token, long rows: four rows at a time (four memory streams)
-    float s[4], q[4] = {0.f, 0.f, 0.f, 0.f};
-    for (; o + 4 <= d_out; o += 4) {
-      dots_4rows(A + o * d, d, x[0], s);
-      if (H) dots_4rows(H + o * d, d, sq[0], q);
-      for (int r = 0; r < 4; ++r) out[0][o + r] = (b ? b[o + r] : 0.f) + s[r] + (H ? 0.5f * q[r] : 0.f);
-    }
-  } else if (m > 1) {               // blocks of up to 4 tokens against two rows at a time
-    for (; o + 2 <= d_out; o += 2) {
-      for (int64_t t0 = 0; t0 < m; t0 += 4) {
-        by_block_size(std::min<int64_t>(4, m - t0), [&](auto NT_) {
-          constexpr int NT = decltype(NT_)::value;
-          float s0[NT], s1[NT], q0[NT], q1[NT];
-          dots_2rows<NT>(A + o * d, d, x + t0, s0, s1);
-          if (H) dots_2rows<NT>(H + o * d, d, sq + t0, q0, q1);
-          for (int t = 0; t < NT; ++t) {
-            out[t0 + t][o] = (b ? b[o] : 0.f) + s0[t] + (H ? 0.5f * q0[t] : 0.f);
-            out[t0 + t][o + 1] = (b ? b[o + 1] : 0.f) + s1[t] + (H ? 0.5f * q1[t] : 0.f);
-          }
-        });
-      }
-    }
-  }
-  for (; o < d_out; ++o) {
-    const float bias = b ? b[o] : 0.f;
-    for (int64_t t0 = 0; t0 < m; t0 += 4) {
-      by_block_size(std::min<int64_t>(4, m - t0), [&](auto NT_) {
-        constexpr int NT = decltype(NT_)::value;
-        float s[NT], q[NT];
-        dots<NT>(A + o * d, x + t0, d, s);
-        if (H) dots<NT>(H + o * d, sq + t0, d, q);   // sq is only read when H is given
-        for (int t = 0; t < NT; ++t) out[t0 + t][o] = bias + s[t] + (H ? 0.5f * q[t] : 0.f);
-      });
-    }
-  }
-}
-
-// y = b + Lt^T z for one token, Lt [r, d_out] (the transposed left factor of a low-rank map): 64 outputs at a time
-// held in registers while z[j] is broadcast, so short rows (r = 48) cost no horizontal sums.
-inline void combine_rows(const float* Lt, const float* b, int64_t r, int64_t d_out, const float* z, float* y) {
-  int64_t o = 0;
-#ifdef TMLP_AVX2
-  for (; o + 64 <= d_out; o += 64) {
-    __m256 acc[8];
-    for (int i = 0; i < 8; ++i) acc[i] = _mm256_loadu_ps(b + o + 8 * i);
-    for (int64_t j = 0; j < r; ++j) {
-      const __m256 zj = _mm256_set1_ps(z[j]);
-      const float* row = Lt + j * d_out + o;
-      for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(zj, _mm256_loadu_ps(row + 8 * i), acc[i]);
-    }
-    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(y + o + 8 * i, acc[i]);
-  }
-  for (; o + 8 <= d_out; o += 8) {
-    __m256 acc = _mm256_loadu_ps(b + o);
-    for (int64_t j = 0; j < r; ++j)
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(z[j]), _mm256_loadu_ps(Lt + j * d_out + o), acc);
-    _mm256_storeu_ps(y + o, acc);
-  }
-#endif
-  for (; o < d_out; ++o) {
-    float s = b[o];
-    for (int64_t j = 0; j < r; ++j) s += z[j] * Lt[j * d_out + o];
-    y[o] = s;
-  }
-}
-
-void check(const at::Tensor& t, const char* name, int64_t dim, bool half_ok = false) {
-  TORCH_CHECK(t.device().is_cpu() && (t.scalar_type() == at::kFloat || (half_ok && t.scalar_type() == at::kHalf)) &&
-              t.is_contiguous() && t.dim() == dim, "taylormlp C++ route: ", name, " must be a contiguous float32",
-              half_ok ? " (or float16)" : "", " CPU tensor with ", dim, " dimensions");
-}
-
-// The piecewise map's tables. Affine kind: y = b_c + A_c x (+ 1/2 H_c (x - c)^2); A and H may be empty (orders 0
-// and 1), or float16 (half the bytes to stream; the arithmetic stays float32). Low-rank kind: y = b_c + L_c (R_c x),
-// with L [k, d_out, r] and R [k, r, d_in]; L is also kept transposed (a copy: left_t [k, r, d_out]) for the combine
-// step. All other tables are shared with the caller, not copied.
-struct Tables {
-  at::Tensor centres, csq, intercepts, slopes, hessian_diags, left, right, left_t;
-  int64_t k, d, d_out, rank, gemm_rows;
-  bool linear, quad, low_rank, half;
-
-  Tables(at::Tensor centres_, at::Tensor csq_, at::Tensor intercepts_, at::Tensor slopes_, at::Tensor hessian_diags_,
-         at::Tensor left_, at::Tensor right_, int64_t gemm_rows_)
-      : centres(std::move(centres_)), csq(std::move(csq_)), intercepts(std::move(intercepts_)),
-        slopes(std::move(slopes_)), hessian_diags(std::move(hessian_diags_)), left(std::move(left_)),
-        right(std::move(right_)), gemm_rows(gemm_rows_) {
-    check(centres, "centres", 2); check(csq, "centre_sq_norms", 1); check(intercepts, "intercepts", 2);
-    k = centres.size(0); d = centres.size(1); d_out = intercepts.size(1);
-    linear = slopes.numel() > 0; quad = hessian_diags.numel() > 0; low_rank = left.numel() > 0;
-    TORCH_CHECK(csq.size(0) == k && intercepts.size(0) == k, "taylormlp C++ route: tables disagree on k");
-    half = linear && slopes.scalar_type() == at::kHalf;
-    if (linear) { check(slopes, "slopes", 3, true); TORCH_CHECK(slopes.sizes() == at::IntArrayRef({k, d_out, d}), "slopes must be [k, d_out, d_in]"); }
-    if (quad) {
-      check(hessian_diags, "hessian_diags", 3, true);
-      TORCH_CHECK(linear && hessian_diags.sizes() == slopes.sizes() && hessian_diags.scalar_type() == slopes.scalar_type(),
-                  "hessian_diags must be [k, d_out, d_in] beside slopes, in the same dtype");
-    }
-    rank = 0;
-    if (low_rank) {
-      check(left, "left", 3); check(right, "right", 3);
-      TORCH_CHECK(!linear, "taylormlp C++ route: pass slopes or left/right, not both");
-      rank = left.size(2);
-      TORCH_CHECK(left.sizes() == at::IntArrayRef({k, d_out, rank}) && right.sizes() == at::IntArrayRef({k, rank, d}),
-                  "left and right must be [k, d_out, r] and [k, r, d_in]");
-      left_t = left.transpose(1, 2).contiguous();
-    }
-  }
-
-  const float* P(const at::Tensor& t) const { return t.numel() ? t.data_ptr<float>() : nullptr; }
-  const c10::Half* PH(const at::Tensor& t) const { return t.numel() ? t.data_ptr<c10::Half>() : nullptr; }
-  // One cluster's [d_out, d_in] table as float32 for BLAS (a view of float32 tables, a converted copy of float16).
-  at::Tensor table(const at::Tensor& t, int64_t c) const {
-    return half ? t.select(0, c).to(at::kFloat) : t.select(0, c);
-  }
-
-  // The m <= kChunk tokens x[0..m) of cluster c into out[0..m); scratch holds at least m * max(d, rank) floats.
-  void apply_small(int64_t c, const float* const* x, float* const* out, int64_t m, float* scratch) const {
-    const float* B = P(intercepts) + c * d_out;
-    const float* sq[kChunk] = {};
-    if (low_rank) {        // z = R_c x (blocks of 4 tokens share each row of R), then y = b + L_c z token by token
-      float* z[kChunk];
-      for (int64_t j = 0; j < m; ++j) z[j] = scratch + j * rank;
-      affine_rows<float>(P(right) + c * rank * d, nullptr, nullptr, rank, d, x, sq, z, m);
-      for (int64_t j = 0; j < m; ++j) combine_rows(P(left_t) + c * rank * d_out, B, rank, d_out, z[j], out[j]);
-      return;
-    }
-    if (!linear) {
-      for (int64_t j = 0; j < m; ++j) std::copy(B, B + d_out, out[j]);
-      return;
-    }
-    if (quad) {
-      const float* cc = P(centres) + c * d;
-      for (int64_t j = 0; j < m; ++j) {
-        float* q = scratch + j * d;
-        for (int64_t i = 0; i < d; ++i) { const float u = x[j][i] - cc[i]; q[i] = u * u; }
-        sq[j] = q;
-      }
-    }
-    if (half) affine_rows(PH(slopes) + c * d_out * d, quad ? PH(hessian_diags) + c * d_out * d : nullptr, B, d_out, d,
-                          x, sq, out, m);
-    else affine_rows(P(slopes) + c * d_out * d, quad ? P(hessian_diags) + c * d_out * d : nullptr, B, d_out, d, x,
-                     sq, out, m);
-  }
-
-  // Index [N] of the nearest centre: up to 16 tokens by the blocked kernel (4 tokens against each centre row),
-  // more by one GEMM and an argmin.
-  at::Tensor nearest(const at::Tensor& x) const {
-    const int64_t n = x.size(0);
-    if (n > 16) {                   // a GEMM beat the blocked kernel from 4096 tokens at k = 120 (7.0 against 8.7 ms)
-      at::NoGradGuard no_grad;
-      return at::addmm(csq, x, centres.t(), 1, -2).argmin(1);
-    }
-    auto index = at::empty({n}, x.options().dtype(at::kLong));
-    const float *X = x.data_ptr<float>(), *C = P(centres), *q = P(csq);
-    int64_t* I = index.data_ptr<int64_t>();
-    at::parallel_for(0, (n + 3) / 4, 16, [&](int64_t a, int64_t b) {
-      for (int64_t blk = a; blk < b; ++blk) {
-        const int64_t t0 = 4 * blk, nt = std::min<int64_t>(4, n - t0);
-        const float* f[4];
-        for (int64_t j = 0; j < nt; ++j) f[j] = X + (t0 + j) * d;
-        by_block_size(nt, [&](auto NT) { nearest_block<decltype(NT)::value>(C, q, k, d, f, I + t0); });
-      }
-    });
-    return index;
-  }
-
-  // Tokens grouped by centre (counting sort); clusters with at least gemm_rows tokens and outputs at least 32 wide
-  // get BLAS GEMMs, the others the blocked kernel in chunks of up to 32 tokens, in parallel over (cluster, chunk).
-  at::Tensor grouped(const at::Tensor& x, const at::Tensor& index) const {
-    const int64_t n = x.size(0);
-    TORCH_CHECK(index.scalar_type() == at::kLong && index.is_contiguous() && index.dim() == 1 && index.size(0) == n,
-                "taylormlp C++ route: index must be a contiguous int64 vector with one entry per row");
-    auto y = at::empty({n, d_out}, x.options());
-    const float* X = x.data_ptr<float>();
-    float* Y = y.data_ptr<float>();
-    const int64_t* I = index.data_ptr<int64_t>();
-    for (int64_t t = 0; t < n; ++t)
-      TORCH_CHECK(I[t] >= 0 && I[t] < k, "taylormlp C++ route: centre index out of range");
-    std::vector<int64_t> start(k + 1, 0), rows(n);
-    for (int64_t t = 0; t < n; ++t) ++start[I[t] + 1];
-    for (int64_t c = 0; c < k; ++c) start[c + 1] += start[c];
-    {
-      std::vector<int64_t> next(start.begin(), start.end() - 1);
-      for (int64_t t = 0; t < n; ++t) rows[next[I[t]]++] = t;
-    }
-    // Skinny outputs (d_out < 32) stay on the blocked kernel: for the CIFAR head (d_out = 10) it took 2.8 ms against
-    // 7.1 ms for BLAS on 4096 tokens in 16 clusters. Order 0 is a copy.
-    std::vector<std::pair<int64_t, int64_t>> chunks;
-    std::vector<int64_t> big;
-    for (int64_t c = 0; c < k; ++c) {
-      const int64_t m = start[c + 1] - start[c];
-      if (m >= gemm_rows && d_out >= 32 && (linear || low_rank)) big.push_back(c);
-      else for (int64_t s = start[c]; s < start[c + 1]; s += kChunk) chunks.emplace_back(c, s);
-    }
-    auto size_of = [&](int64_t c) { return start[c + 1] - start[c]; };
-    auto apply_big = [&](int64_t c) {
-      at::NoGradGuard no_grad;       // grad mode is thread-local: set it in every worker
-      auto r = at::from_blob(rows.data() + start[c], {size_of(c)}, at::TensorOptions().dtype(at::kLong));
-      auto xc = x.index_select(0, r);
-      at::Tensor yc;
-      if (low_rank) yc = at::addmm(intercepts.select(0, c), xc.mm(right.select(0, c).t()), left.select(0, c).t());
-      else {
-        yc = at::addmm(intercepts.select(0, c), xc, table(slopes, c).t());
-        if (quad) {
-          auto u = xc.sub(centres.select(0, c));
-          yc.addmm_(u.mul(u), table(hessian_diags, c).t(), 1, 0.5);
-        }
-      }
-      yc = yc.contiguous();
-      const float* Yc = yc.data_ptr<float>();
-      for (int64_t j = 0; j < size_of(c); ++j)
-        std::copy(Yc + j * d_out, Yc + (j + 1) * d_out, Y + rows[start[c] + j] * d_out);
-    };
-    // With at least two big clusters per thread, each thread takes whole clusters, largest first, from a shared
-    // counter, and runs their GEMMs on one thread (BLAS does not split a GEMM inside a parallel region): no
-    // synchronisation inside a small GEMM. Otherwise one multi-threaded GEMM per cluster.
-    const int64_t threads = at::get_num_threads();
-    if (threads > 1 && (int64_t)big.size() >= 2 * threads) {
-      std::sort(big.begin(), big.end(), [&](int64_t a, int64_t b) { return size_of(a) > size_of(b); });
-      std::atomic<int64_t> next{0};
-      at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-        for (int64_t i = next++; i < (int64_t)big.size(); i = next++) apply_big(big[i]);
-      });
-    } else {
-      for (int64_t c : big) apply_big(c);
-    }
-    const int64_t width = std::max(d, rank);
-    at::parallel_for(0, (int64_t)chunks.size(), 1, [&](int64_t a, int64_t b) {
-      std::vector<float> scratch((quad || low_rank) ? kChunk * width : 0);
-      const float* f[kChunk]; float* out[kChunk];
-      for (int64_t g = a; g < b; ++g) {
-        const int64_t c = chunks[g].first, s = chunks[g].second, m = std::min<int64_t>(kChunk, start[c + 1] - s);
-        for (int64_t j = 0; j < m; ++j) { f[j] = X + rows[s + j] * d; out[j] = Y + rows[s + j] * d_out; }
-        apply_small(c, f, out, m, scratch.data());
-      }
-    });
-    return y;
-  }
-
-  // One token: nearest centre and its map in one pass, no index tensor, no grouping.
-  at::Tensor one(const at::Tensor& x) const {
-    auto y = at::empty({1, d_out}, x.options());
-    const float* f[1] = {x.data_ptr<float>()};
-    float* out[1] = {y.data_ptr<float>()};
-    int64_t c;
-    nearest_block<1>(P(centres), P(csq), k, d, f, &c);
-    thread_local std::vector<float> scratch;
-    if ((quad || low_rank) && (int64_t)scratch.size() < std::max(d, rank)) scratch.resize(std::max(d, rank));
-    apply_small(c, f, out, 1, scratch.data());
-    return y;
-  }
-
-  // x [N, d_in] float32 contiguous CPU -> [N, d_out]; anything else returns None so the caller can convert it.
-  at::Tensor call(const at::Tensor& x) const {
-    if (!x.defined() || x.dim() != 2 || x.size(1) != d || x.scalar_type() != at::kFloat || !x.device().is_cpu() ||
-        !x.is_contiguous() || x.size(0) == 0)
-      return at::Tensor();
-    if (x.size(0) == 1) return one(x);
-    return grouped(x, nearest(x));
-  }
-};
-
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  pybind11::class_<Tables>(m, "Tables", "A fitted piecewise map's tables; call it on [N, d_in] float32 CPU rows.")
-      .def(pybind11::init<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t>())
-      .def("__call__", &Tables::call, "[N, d_in] -> [N, d_out]; None for an input that is not 2-D contiguous float32 on CPU")
-      .def("nearest", [](const Tables& t, const at::Tensor& x) { check(x, "x", 2); return t.nearest(x); })
-      .def("grouped", [](const Tables& t, const at::Tensor& x, const at::Tensor& index) { check(x, "x", 2); return t.grouped(x, index); });
-}
-'''
+def kernel_source() -> Path:
+    "Path of the C++ kernels' source file, shipped inside the package (`taylormlp/csrc/taylor_kernels.cpp`)."
+    path = Path(str(files('taylormlp') / 'csrc' / 'taylor_kernels.cpp'))
+    if not path.is_file():
+        raise FileNotFoundError(f"The C++ source {path} is missing from this taylormlp install: it is package data "
+                                f"(setup.py package_data 'csrc/*.cpp'). Reinstall taylormlp (pip install -e . in a "
+                                f"checkout, or the wheel), or use route='eager'.")
+    return path
 
 _EXTENSIONS: dict = {}
 
@@ -525,10 +82,9 @@ def load_extension(verbose: bool = False, build_directory: Optional[str] = None)
     # so torch.set_num_threads governs these loops too.
     flags = ['-O3', '-fopenmp'] + (['-mavx2', '-mfma', '-mf16c'] if capability in ('AVX2', 'AVX512') else [])
     try:
-        from torch.utils.cpp_extension import load_inline
-        ext = load_inline(f'taylormlp_fast_{capability.lower()}', [_CPP_SOURCE], extra_cflags=flags,
-                          extra_ldflags=['-fopenmp'], no_implicit_headers=True, build_directory=build_directory,
-                          verbose=verbose)
+        from torch.utils.cpp_extension import load
+        ext = load(f'taylormlp_kernels_{capability.lower()}', [str(kernel_source())], extra_cflags=flags,
+                   extra_ldflags=['-fopenmp'], build_directory=build_directory, verbose=verbose)
     except Exception as e:
         tail = ' '.join(str(e).strip().splitlines()[-3:])[-600:]
         warnings.warn(f"The C++ route of taylormlp.fast could not be compiled ({type(e).__name__}: {tail}). It needs "
@@ -555,20 +111,22 @@ def _jit(route: str):
 
 def cpp_tables(centres: Tensor, centre_sq_norms: Tensor, intercepts: Tensor, slopes: Optional[Tensor] = None,
                hessian_diags: Optional[Tensor] = None, left: Optional[Tensor] = None, right: Optional[Tensor] = None,
-               gemm_rows: int = 64):
+               gemm_rows: int = 64, slope_scales: Optional[Tensor] = None, hessian_scales: Optional[Tensor] = None):
     """The C++ route's callable for these tables (shared, not copied), or `None` when the tables are not float32 on
     CPU or the extension does not compile. Affine maps pass `slopes` (and `hessian_diags` for order 2; neither for
-    order 0), which may also be float16 (both the same; half the bytes to read, float32 arithmetic); low-rank maps
+    order 0), which may also be float16 (both the same; half the bytes to read, float32 arithmetic) or int8 with
+    float32 row scales `slope_scales` (`hessian_scales`) `[k, d_out]` (a quarter of the bytes); low-rank maps
     pass `left` `[k, d_out, r]` and `right` `[k, r, d_in]`. Calling it on rows `[N, d_in]` returns `[N, d_out]`, or
     `None` for rows that are not 2-D contiguous float32 on CPU (convert them and call again)."""
     tables = [centres, centre_sq_norms, intercepts, slopes, hessian_diags, left, right]
     def on_cpu(ts, dtypes): return all(t is None or (t.device.type == 'cpu' and t.dtype in dtypes) for t in ts)
-    if not (on_cpu([centres, centre_sq_norms, intercepts, left, right], (torch.float32,))
-            and on_cpu([slopes, hessian_diags], (torch.float32, torch.float16))): return None
+    if not (on_cpu([centres, centre_sq_norms, intercepts, left, right, slope_scales, hessian_scales], (torch.float32,))
+            and on_cpu([slopes, hessian_diags], (torch.float32, torch.float16, torch.int8))): return None
     ext = _EXTENSIONS.get(None) or load_extension()
     if ext is None: return None
     empty = centres.new_empty(0)
-    return ext.Tables(*(empty if t is None or t.numel() == 0 else t.contiguous() for t in tables), int(gemm_rows))
+    def given(t): return empty if t is None or t.numel() == 0 else t.contiguous()
+    return ext.Tables(*map(given, tables), int(gemm_rows), given(slope_scales), given(hessian_scales))
 
 class FastTaylorMLP(nn.Module):
     """Inference-only evaluation of a fitted `TaylorMLP` by a chosen route; same numbers to float32 rounding.
@@ -581,7 +139,8 @@ class FastTaylorMLP(nn.Module):
     small_batch : `'compile'` evaluates up to this many tokens with the compiled code, more with the grouped code.
     gemm_rows : `'cpp'` gives clusters with at least this many tokens one BLAS GEMM each.
     table_dtype : None shares the fitted tables; `torch.float16` keeps a half-size copy of the slope and Hessian
-        tables for `'cpp'` (centres and intercepts stay float32, the arithmetic float32).
+        tables for `'cpp'` (centres and intercepts stay float32, the arithmetic float32); `torch.int8` a quarter-size
+        copy with one float32 scale per row (symmetric, scale = max |entry| / 127).
     """
     def __init__(self, tm: TaylorMLP, route: str = 'auto', max_padding: float = 4.0, small_batch: int = 16,
                  gemm_rows: int = 64, table_dtype: Optional[torch.dtype] = None):
@@ -593,9 +152,10 @@ class FastTaylorMLP(nn.Module):
         if tm.fallback is not None:
             raise ValueError("This TaylorMLP is gated (tm.gate(...)): far inputs go to the exact block, which the fast "
                              "routes do not do. Use tm.forward, or drop the gate with tm.gate(None) first.")
-        if table_dtype not in (None, torch.float16):
-            raise ValueError(f"table_dtype={table_dtype!r}: use None (the fitted tables, shared) or torch.float16 (a "
-                             f"half-size copy of the slope and Hessian tables, read by route='cpp').")
+        if table_dtype not in (None, torch.float16, torch.int8):
+            raise ValueError(f"table_dtype={table_dtype!r}: use None (the fitted tables, shared), torch.float16 (a "
+                             f"half-size copy of the slope and Hessian tables, read by route='cpp') or torch.int8 (a "
+                             f"quarter-size copy with row scales, route='cpp').")
         for name in ('centres', 'centre_sq_norms', 'slopes', 'intercepts', 'hessian_diags'):
             self.register_buffer(name, getattr(tm, name), persistent=False)   # shared storage, nothing copied
         self.order, self.d_in, self.d_out = tm.order, tm.d_in, tm.d_out
@@ -613,23 +173,30 @@ class FastTaylorMLP(nn.Module):
         if route == 'grouped_mm' and (self.d_in % 4 or self.d_out % 4):
             raise ValueError(f"route='grouped_mm' needs d_in and d_out that are multiples of 4 (16-byte strides), got "
                              f"d_in={self.d_in}, d_out={self.d_out}; use route='eager' or 'cpp'.")
-        if table_dtype is not None: self._half_tables(route, asked)
+        self.register_buffer('slope_scales', None, persistent=False)     # row scales of int8 tables
+        self.register_buffer('hessian_scales', None, persistent=False)
+        if table_dtype is not None: self._narrow_tables(route, asked, table_dtype)
         self.route = route
         if route in ('script', 'compile'): _jit(route)
         self._refresh()
 
-    def _half_tables(self, route: str, asked: str):
-        "Replace the shared slope and Hessian tables by float16 copies (the C++ route reads them)."
+    def _narrow_tables(self, route: str, asked: str, dtype: torch.dtype):
+        "Replace the shared slope and Hessian tables by float16 copies, or int8 copies with row scales (route 'cpp')."
         if route != 'cpp':
             why = (" (route='auto' chose 'eager': the tables are not float32 on CPU, or the C++ extension did not "
                    "compile)") if asked == 'auto' else ''
-            raise ValueError(f"table_dtype=torch.float16 is read by route='cpp' only, this wrapper runs "
+            raise ValueError(f"table_dtype={dtype} is read by route='cpp' only, this wrapper runs "
                              f"route={route!r}{why}. The other routes compute in the tables' dtype: convert the "
                              f"TaylorMLP itself (tm.half()) for them.")
         limit = torch.finfo(torch.float16).max
         for name in ('slopes', 'hessian_diags'):
             t = getattr(self, name)
             if t is None or t.numel() == 0: continue
+            if dtype == torch.int8:   # symmetric per-row: entry ~ scale * q, q in [-127, 127]
+                scale = (t.abs().amax(-1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+                setattr(self, name, torch.round(t / scale.unsqueeze(-1)).clamp_(-127, 127).to(torch.int8))
+                setattr(self, 'slope_scales' if name == 'slopes' else 'hessian_scales', scale.contiguous())
+                continue
             if t.abs().max() > limit:
                 raise ValueError(f"{name} has entries beyond the float16 range (|value| > {limit:.0f}): they would "
                                  f"become inf. Keep float32 tables (table_dtype=None).")
@@ -638,8 +205,12 @@ class FastTaylorMLP(nn.Module):
     def _refresh(self):
         # a plain tuple: reading five buffers through nn.Module.__getattr__ on every call costs microseconds
         self._tables = (self.centres, self.centre_sq_norms, self.slopes, self.intercepts, self.hessian_diags)
+        empty = self.centres.new_empty(0)
+        scales = tuple(empty if t is None else t for t in (self.slope_scales, self.hessian_scales))
+        self._op_tables = (self.centres, self.centre_sq_norms, self.intercepts, self.slopes, self.hessian_diags, *scales)
         self._cpp = (cpp_tables(self.centres, self.centre_sq_norms, self.intercepts, self.slopes, self.hessian_diags,
-                                gemm_rows=self.gemm_rows) if self.route == 'cpp' else None)
+                                gemm_rows=self.gemm_rows, slope_scales=self.slope_scales,
+                                hessian_scales=self.hessian_scales) if self.route == 'cpp' else None)
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -654,9 +225,19 @@ class FastTaylorMLP(nn.Module):
         self._refresh()
 
     def extra_repr(self) -> str:
-        half = self.slopes is not None and self.slopes.dtype == torch.float16
+        narrow = self.slopes is not None and self.slopes.dtype in (torch.float16, torch.int8)
         return (f"route={self.route!r}, k={self.centres.shape[0]}, d_in={self.d_in}, d_out={self.d_out}, "
-                f"order={self.order}" + (", tables=float16" if half else ""))
+                f"order={self.order}" + (f", tables={str(self.slopes.dtype)[6:]}" if narrow else ""))
+
+    def _standard_ops(self, x: Tensor) -> Tensor:
+        "The map in ops every exporter knows (ArgMin, Gather, Mul, ReduceSum): what ONNX export records."
+        def wide(t, scales):
+            if t is None or t.numel() == 0: return t
+            return t.float() * scales.unsqueeze(-1) if scales is not None else t.float()
+        flat = x.reshape(-1, self.d_in).to(self.centres.dtype)
+        y = _gather_forward(flat, self.centres, self.centre_sq_norms, wide(self.slopes, self.slope_scales),
+                            self.intercepts, wide(self.hessian_diags, self.hessian_scales), self.order)
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.d_out)
 
     def _rows(self, x: Tensor) -> Tensor:
         if self.route == 'cpp':
@@ -673,7 +254,10 @@ class FastTaylorMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         "`[..., d_in] -> [..., d_out]`, computed in the tables' dtype and returned in the input's (no autograd)."
+        if torch.onnx.is_in_onnx_export(): return self._standard_ops(x)   # traced: no C++ call may hide in the graph
         if self._cpp is not None:
+            # under torch.compile the kernel runs as the custom op taylormlp::piecewise_map (no graph break)
+            if torch.compiler.is_compiling(): return piecewise_map(x, *self._op_tables, self.gemm_rows)
             y = self._cpp(x)          # rows [N, d_in] float32 on CPU go straight through; anything else gives None
             if y is not None: return y
         if x.dim() == 0 or x.shape[-1] != self.d_in:
@@ -684,3 +268,58 @@ class FastTaylorMLP(nn.Module):
         y = self._rows(flat) if flat.shape[0] else flat.new_empty(0, self.d_out)
         if y.dtype != x.dtype: y = y.to(x.dtype)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.d_out)
+
+# %% ../nbs/08_fast.ipynb #6279caab
+_OP_TABLES: dict = {}
+
+def _op_kernel(centres, centre_sq_norms, intercepts, slopes, hessian_diags, slope_scales, hessian_scales, gemm_rows):
+    "The C++ object for these tables, built once per (storage, version) of the tables."
+    tables = (centres, centre_sq_norms, intercepts, slopes, hessian_diags, slope_scales, hessian_scales)
+    key = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in tables) + (gemm_rows,)
+    kernel = _OP_TABLES.get(key)
+    if kernel is None:
+        if len(_OP_TABLES) > 1024: _OP_TABLES.clear()
+        kernel = cpp_tables(centres, centre_sq_norms, intercepts, slopes, hessian_diags, gemm_rows=gemm_rows,
+                            slope_scales=slope_scales, hessian_scales=hessian_scales)
+        if kernel is None:
+            raise RuntimeError("taylormlp::piecewise_map needs the C++ extension and float32 (or float16, int8) tables "
+                               "on CPU; see load_extension(verbose=True), or use route='eager'.")
+        _OP_TABLES[key] = kernel
+    return kernel
+
+def _define_piecewise_map():
+    "Register `taylormlp::piecewise_map` once per process (this code also runs in its notebook)."
+    try: return torch.ops.taylormlp.piecewise_map
+    except (AttributeError, RuntimeError): pass
+
+    @torch.library.custom_op('taylormlp::piecewise_map', mutates_args=(), device_types='cpu')
+    def piecewise_map(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, intercepts: Tensor, slopes: Tensor,
+                      hessian_diags: Tensor, slope_scales: Tensor, hessian_scales: Tensor, gemm_rows: int) -> Tensor:
+        "`[..., d_in] -> [..., d_out]`: nearest centre, then its affine (order 1) or quadratic (order 2) map (C++)."
+        kernel = _op_kernel(centres, centre_sq_norms, intercepts, slopes, hessian_diags, slope_scales, hessian_scales,
+                            gemm_rows)
+        flat = x.reshape(-1, centres.shape[1]).to(torch.float32).contiguous()
+        y = kernel(flat) if flat.shape[0] else flat.new_empty(0, intercepts.shape[1])
+        return y.to(x.dtype).reshape(*x.shape[:-1], intercepts.shape[1])
+
+    @piecewise_map.register_fake
+    def _(x, centres, centre_sq_norms, intercepts, slopes, hessian_diags, slope_scales, hessian_scales, gemm_rows):
+        return x.new_empty(*x.shape[:-1], intercepts.shape[1])
+    return torch.ops.taylormlp.piecewise_map
+
+piecewise_map = _define_piecewise_map()
+
+# %% ../nbs/08_fast.ipynb #b17f4e7e
+def bytes_read(module: nn.Module, x: Tensor) -> dict:
+    "Table bytes one call of `module` (FastTaylorMLP, TaylorMLP, LowRankTaylorMLP) on rows `x` `[..., d_in]` reads at the least."
+    centres = module.centres
+    flat = x.reshape(-1, centres.shape[1]).to(centres)
+    index = nearest(flat, centres, (centres * centres).sum(1), 0, False)[0]
+    touched = torch.unique(index)
+    per_cluster = (('slopes', 'hessian_diags', 'intercepts', 'slope_scales', 'hessian_scales')
+                   if hasattr(module, 'slopes') else ('left', 'right', 'intercepts'))
+    def nbytes(t): return t[0].numel() * t.element_size() if t is not None and t.numel() else 0
+    cluster_bytes = sum(nbytes(getattr(module, n, None)) for n in per_cluster)
+    assignment = centres.numel() * centres.element_size() + centres.shape[0] * centres.element_size()
+    return dict(bytes=assignment + len(touched) * cluster_bytes, assignment_bytes=assignment,
+                cluster_bytes=cluster_bytes, clusters=len(touched), k=centres.shape[0], rows=flat.shape[0])

@@ -21,9 +21,10 @@ from .pipeline import (RunConfig, stage_cluster, load_run_model, select_sites, s
                                 site_inputs, load_centres, task_metric, load_data, _in_kernel)
 
 # %% auto #0
-__all__ = ['cost_of', 'storage_of', 'Evaluator', 'StudyLog', 'replaced_inputs', 'fit_sequential', 'run_study', 'relu_report',
-           'latency_rows', 'study_table', 'target_check', 'plot_pareto', 'plot_per_site', 'plot_single_blocks',
-           'plot_distance_bins', 'main']
+__all__ = ['cost_of', 'storage_of', 'Evaluator', 'StudyLog', 'replaced_inputs', 'fit_sequential', 'run_study',
+           'calibration_batches', 'linearisability_report', 'run_calibration', 'calibration_table',
+           'linearisability_table', 'plot_calibration_curves', 'relu_report', 'latency_rows', 'study_table',
+           'target_check', 'plot_pareto', 'plot_per_site', 'plot_single_blocks', 'plot_distance_bins', 'main']
 
 # %% ../nbs/10_study.ipynb #6f14d696
 def cost_of(module: nn.Module) -> int:
@@ -151,7 +152,8 @@ def run_study(cfg: RunConfig, ks: Optional[Sequence[int]] = None, gate_fractions
     settings = dict(model=cfg.model, dataset=cfg.dataset, sites=cfg.sites, fit_samples=cfg.fit_samples,
                     eval_samples=cfg.eval_samples, max_tokens=cfg.max_tokens, clustering=cfg.clustering,
                     ridge=cfg.ridge, seed=cfg.seed, ks=ks, k=cfg.k, gate_fractions=list(gate_fractions),
-                    ranks=list(ranks), ivf_probes=list(ivf_probes), refine=refine, int8=int8, sequential=sequential)
+                    ranks=list(ranks), ivf_probes=list(ivf_probes), refine=refine, int8=int8, sequential=sequential,
+                    **cfg.data_settings())   # another evaluation split or data root never resumes these rows
     log = StudyLog(cfg.path / 'study.json', settings, resume=resume)
     print(f"study {cfg.model}: rows go to {log.path} ({len(log.rows)} already there)")
     stage_cluster(cfg)                                        # stages 1-5, reused when finished
@@ -274,6 +276,216 @@ def run_study(cfg: RunConfig, ks: Optional[Sequence[int]] = None, gate_fractions
     result = dict(config=_jsonable(vars(cfg)), settings=settings, rows=list(log.rows.values()), **log.extra)
     return result
 
+# %% ../nbs/10_study.ipynb #c0a1b2c3
+def calibration_batches(cfg: RunConfig, model: nn.Module, samples: int, batch_size: int) -> list:
+    """Model-ready batches of `samples` train-split items (images, or tokenized single sentences), shuffled with the
+    run's seed (the split can be sorted by class: one class per batch would bias every step); no labels are used."""
+    import dataclasses
+    from taylormlp.pipeline import _batches
+    source = _batches(dataclasses.replace(cfg, fit_samples=int(samples), batch_size=int(batch_size)), model, 'train')
+    g = torch.Generator().manual_seed(cfg.seed)
+    if cfg.metric == 'spearman':                               # sentences: shuffle, then tokenize per batch
+        ds = source.ds
+        sentences = [s for pair in zip(ds.sentence1, ds.sentence2) for s in pair]
+        order = torch.randperm(len(sentences), generator=g).tolist()
+        return [{n: t.to(cfg.device) for n, t in model.tokenize([sentences[j] for j in order[i:i + batch_size]]).items()}
+                for i in range(0, len(order), batch_size)]
+    x = torch.cat(list(source))
+    return list(x[torch.randperm(x.shape[0], generator=g).to(x.device)].split(int(batch_size)))
+
+def _calibration_candidates(cfg, sites, x_fit, k: int, methods: Sequence[str]) -> dict:
+    """Fresh (uncalibrated) replacements per method at `k`: 'lstsq', 'lowrank_r<R>', 'svd' (the lstsq MACs) and
+    'svd_as_lowrank_r<R>' (the rank-R MACs)."""
+    out = {}
+    lstsq = lambda s: TaylorMLP.fit(s.function, x_fit[s.name], order=1, centres=load_centres(cfg, s.name, k).to(x_fit[s.name]),
+                                    coefficients='lstsq', ridge=cfg.ridge, seed=cfg.seed)
+    for method in methods:
+        if method == 'lstsq': out[method] = {s.name: lstsq(s) for s in sites}
+        elif method.startswith('lowrank_r'):
+            r = int(method.removeprefix('lowrank_r'))
+            out[method] = {s.name: LowRankTaylorMLP.from_taylor(lstsq(s), r, x_fit[s.name]) for s in sites}
+        elif method == 'svd':                                  # the MACs of lstsq at k: k d_in + d_out d_in
+            out[method] = {s.name: svd_truncate(s.function, k * s.d_in + s.d_out * s.d_in) for s in sites}
+        elif method.startswith('svd_as_lowrank_r'):            # the MACs of rank r at k: k d_in + r (d_in + d_out)
+            r = int(method.removeprefix('svd_as_lowrank_r'))
+            out[method] = {s.name: svd_truncate(s.function, k * s.d_in + r * (s.d_in + s.d_out)) for s in sites}
+        else: raise ValueError(f"method {method!r}: use 'lstsq', 'lowrank_r<R>', 'svd' or 'svd_as_lowrank_r<R>'.")
+    return out
+
+def _uncalibrated_key(method: str, k: int) -> str:
+    return f"{'lstsq_o1' if method == 'lstsq' else method}|k={k}"
+
+def linearisability_report(cfg: RunConfig, sites: list, x_fit: dict, k: int, ranks: Sequence[int], log,
+                           dense: float) -> dict:
+    """Per site: held-out variance explained by one global affine map and by per-cluster maps at `k` (and their rank-r
+    versions), beside the measured task cost of the single-site lstsq rows; Spearman of score against cost."""
+    from taylormlp.linearity import holdout_split, explained_variance, score_vs_cost
+    rows, options = [], {}
+    for s in sites:
+        fit, held = holdout_split(x_fit[s.name], 0.25, cfg.seed)
+        mean = fit.mean(0, keepdim=True)
+        one = TaylorMLP.fit(s.function, fit, order=1, centres=mean, coefficients='lstsq', ridge=cfg.ridge, seed=cfg.seed)
+        many = TaylorMLP.fit(s.function, fit, order=1, centres=load_centres(cfg, s.name, k).to(fit),
+                             coefficients='lstsq', ridge=cfg.ridge, seed=cfg.seed)
+        opts = [dict(method='global_linear', macs=cost_of(one), r2=explained_variance(one, s.function, held)),
+                dict(method='lstsq', macs=cost_of(many), r2=explained_variance(many, s.function, held))]
+        for r in ranks:
+            low = LowRankTaylorMLP.from_taylor(many, r, fit)
+            opts.append(dict(method=f'lowrank_r{r}', macs=cost_of(low), r2=explained_variance(low, s.function, held)))
+        for o in opts: o['damage'] = 1 - o['r2']
+        single = log.rows.get(f'single_lstsq_o1|site={s.name}|k={k}')
+        rows.append(dict(site=s.name, global_r2=opts[0]['r2'], cluster_r2=opts[1]['r2'], k=k,
+                         dense_macs=dense_multiply_adds(s.function),
+                         single_cost=None if single is None else dense - single['value'],
+                         options=opts))
+        options[s.name] = opts
+    costs = {r['site']: r['single_cost'] for r in rows if r['single_cost'] is not None}
+    report = dict(sites=rows, k=k)
+    if len(costs) >= 3:
+        report['global_score_vs_cost'] = score_vs_cost({r['site']: 1 - r['global_r2'] for r in rows}, costs)
+        report['cluster_score_vs_cost'] = score_vs_cost({r['site']: 1 - r['cluster_r2'] for r in rows}, costs)
+    return report
+
+def run_calibration(cfg: RunConfig, methods: Sequence[str] = ('lstsq', 'svd'), objectives: Sequence[str] = ('output',),
+                    k: Optional[int] = None, steps: int = 300, lr: float = 1e-4, samples: int = 4000,
+                    batch_size: int = 64, window: int = 2, budgets: Sequence[float] = (), policy_ranks: Sequence[int] = (),
+                    linearisability: bool = False, stop_after: Optional[int] = None, progress: bool = True) -> dict:
+    """Calibrated rows (`taylormlp.calibrate`) added to a study's `<out_dir>/study.json` (run `run_study` first): each
+    method in `methods` fitted at `k`, then tuned with each objective on the same `samples` train items and `steps`
+    (the baselines get the same budget). `budgets` (MAC ratios, e.g. 4.0) add the linearisability policy's rows;
+    `linearisability` adds the per-block scores (`extra['linearisability']`) without them."""
+    from taylormlp.calibrate import calibrate, objective_value
+    from taylormlp.linearity import choose_replacements
+    k = int(k or cfg.k)
+    path = cfg.path / 'study.json'
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the study first (run_study(cfg) or python -m taylormlp.study "
+                                f"...), then add calibrated rows to it.")
+    log = StudyLog(path, json.loads(path.read_text())['settings'])
+    import dataclasses
+    stage_cluster(dataclasses.replace(cfg, ks=[k]))            # only the centres at k are needed (kept per site, k)
+    torch.manual_seed(cfg.seed)
+    model = load_run_model(cfg)
+    sites = select_sites(model, cfg.sites)
+    ev = Evaluator(cfg, model, sites)
+    dense_macs = sum(dense_multiply_adds(s.function) for s in sites)
+    x_fit = {s.name: site_inputs(cfg, s.name).float().to(cfg.device) for s in sites}
+    cal = calibration_batches(cfg, model, samples, batch_size)
+    loss = 'kl' if cfg.metric == 'accuracy' else 'cosine'
+    root, status = site_root(model), {}
+
+    def measure(key, reps, **info):
+        t0 = time.perf_counter()
+        r = ev(reps)
+        macs = sum(cost_of(m) for m in reps.values()) + sum(dense_multiply_adds(s.function) for s in sites
+                                                            if s.name not in reps)
+        return log.add(key, **info, **r, macs=macs, mac_ratio=dense_macs / macs,
+                       storage_bytes=sum(storage_of(m) for m in reps.values()), seconds=time.perf_counter() - t0)
+
+    def tune(name, reps, objective, **info):
+        key = f'cal_{objective}_{name}|k={k}'
+        setting = dict(objective=objective, loss=loss if objective == 'output' else 'mse', steps=steps, lr=lr,
+                       samples=samples, batch_size=batch_size, window=window if objective == 'window' else None,
+                       seed=cfg.seed)
+        if key in log and log.rows[key].get('calibration') == setting: return log.rows[key]
+        kw = dict(loss=loss) if objective == 'output' else dict(window=window)
+        r = calibrate(model, reps, cal, objective, steps=steps, lr=lr, root=root, seed=cfg.seed, stop_after=stop_after,
+                      checkpoint=cfg.path / 'calibration' / f'{objective}_{name}_k{k}.pt', progress=progress, **kw)
+        if not r['finished']:
+            status[key] = f"stopped at step {r['steps']} of {steps}: rerun to resume"; return None
+        curve = r.get('curve') or [v for c in r['curves'].values() for v in c]
+        stride = max(1, len(curve) // 200)
+        extra = dict(start_value=r['start_value'], end_value=r['end_value']) if objective == 'output' else \
+            dict(window_values=r['values'])
+        return measure(key, reps, method=f'cal_{objective}_{name}', family='calibrated', k=k, calibration=setting,
+                       calibration_seconds=r['seconds'], loss_curve=curve[::stride], loss_curve_stride=stride,
+                       **extra, **info)
+
+    for objective in objectives:
+        for method in methods:
+            reps = _calibration_candidates(cfg, sites, x_fit, k, [method])[method]
+            if _uncalibrated_key(method, k) not in log:
+                measure(_uncalibrated_key(method, k), reps, method=method, family='baseline' if 'svd' in method
+                        else 'fitted', k=k)
+            tune(method, reps, objective)
+    if budgets or linearisability:
+        if 'linearisability' not in log.extra or log.extra['linearisability'].get('k') != k or \
+                [o['method'] for o in log.extra['linearisability']['sites'][0]['options']][2:] != \
+                [f'lowrank_r{r}' for r in policy_ranks]:
+            log.note('linearisability', linearisability_report(cfg, sites, x_fit, k, policy_ranks, log, ev.value))
+        lin = {r['site']: r for r in log.extra['linearisability']['sites']}
+        for ratio in budgets:
+            plan = choose_replacements({s: [{n: o[n] for n in ('method', 'macs', 'damage')} for o in lin[s]['options']]
+                                        for s in lin}, dense_macs / ratio, {s: lin[s]['dense_macs'] for s in lin})
+            chosen = {s: o['method'] for s, o in plan['choice'].items() if o['method'] != 'dense'}
+            name = f'policy_{ratio:g}x'
+            def build():
+                reps = {}
+                for s in sites:
+                    m = chosen.get(s.name)
+                    if m == 'global_linear': reps[s.name] = fit_controls(s.function, x_fit[s.name], seed=cfg.seed)[m]
+                    elif m is not None:
+                        reps[s.name] = _calibration_candidates(cfg, [s], x_fit, k, [m])[m][s.name]
+                return reps
+            if f'{name}|k={k}' not in log:
+                measure(f'{name}|k={k}', build(), method=name, family='fitted', k=k, choice=chosen,
+                        predicted_damage=plan['damage'])
+            for objective in objectives:
+                tune(name, build(), objective, choice=chosen, predicted_damage=plan['damage'])
+    result = dict(config=_jsonable(vars(cfg)), settings=log.settings, rows=list(log.rows.values()), **log.extra)
+    if status: result['unfinished'] = status
+    return result
+
+def _base_method(method: str) -> str:
+    "The uncalibrated method a calibrated row started from ('cal_output_lstsq' -> 'lstsq_o1')."
+    base = method.removeprefix('cal_output_').removeprefix('cal_window_')
+    return 'lstsq_o1' if base == 'lstsq' else base
+
+def calibration_table(result: dict) -> str:
+    "Markdown table of the calibrated rows beside the rows they started from (same MACs)."
+    rows = {r['key']: r for r in result['rows']}
+    metric = result['dense']['metric']
+    lines = [f"| calibrated method | k | MAC ratio | {metric} before | {metric} after | vs dense | objective before -> after "
+             f"| steps x batch (items) | seconds |", '|---|---|---|---|---|---|---|---|---|']
+    for r in sorted((r for r in result['rows'] if r['family'] == 'calibrated'), key=lambda r: -r['mac_ratio']):
+        start = rows.get(f"{_base_method(r['method'])}|k={r['k']}")
+        c = r['calibration']
+        obj = (f"{r['start_value']:.4g} -> {r['end_value']:.4g}" if 'start_value' in r else
+               ', '.join(f"{v['start']:.3g} -> {v['end']:.3g}" for v in r['window_values'].values()))
+        lines.append(f"| {r['method']} | {r['k']} | {r['mac_ratio']:.1f}x | {start['value']:.4f} | " if start else
+                     f"| {r['method']} | {r['k']} | {r['mac_ratio']:.1f}x | | ")
+        lines[-1] += (f"{r['value']:.4f} | {r['relative_to_dense']:.1%} | {c['loss']} {obj} | {c['steps']} x "
+                      f"{c['batch_size']} ({c['samples']}) | {r['calibration_seconds']:.0f} |")
+    return '\n'.join(lines)
+
+def linearisability_table(result: dict) -> str:
+    "Markdown table: per block, the held-out variance explained by one affine map and per-cluster maps, and its cost."
+    lin = result['linearisability']
+    metric = result['dense']['metric']
+    lines = [f"| block | global affine R² | per-cluster R² (k={lin['k']}) | {metric} cost replaced alone (lstsq) |",
+             '|---|---|---|---|']
+    for s in lin['sites']:
+        cost = '' if s['single_cost'] is None else f"{s['single_cost']:.4g}"
+        lines.append(f"| {s['site']} | {s['global_r2']:.3f} | {s['cluster_r2']:.3f} | {cost} |")
+    for name in ('global', 'cluster'):
+        sv = lin.get(f'{name}_score_vs_cost')
+        if sv: lines.append(f"\nScore 1 - {name} R² against the single-block cost over {sv['n']} blocks: Spearman "
+                            f"{sv['spearman']:.2f}, Pearson {sv['pearson']:.2f}.")
+    return '\n'.join(lines)
+
+def plot_calibration_curves(result: dict):
+    "Loss curves of the calibrated rows (objective per step, as stored: every `loss_curve_stride`-th step)."
+    import plotly.graph_objects as go
+    fig = go.Figure()
+    for r in result['rows']:
+        if r['family'] != 'calibrated': continue
+        s = r.get('loss_curve_stride', 1)
+        fig.add_scatter(x=[i * s for i in range(len(r['loss_curve']))], y=r['loss_curve'], mode='lines', name=r['method'])
+    fig.update_layout(title='Calibration objective per step (one calibration batch per step)', xaxis_title='step',
+                      yaxis_title='objective', template='plotly_white', height=420)
+    fig.update_yaxes(type='log')
+    return fig
+
 # %% ../nbs/10_study.ipynb #b797e307
 @torch.no_grad()
 def relu_report(block: nn.Module, x_fit: Tensor, x_eval: Tensor, centres: dict[int, Tensor]) -> dict:
@@ -307,7 +519,7 @@ def latency_rows(block: nn.Module, methods: dict, x: Tensor, batches: Sequence[i
     return rows
 
 # %% ../nbs/10_study.ipynb #403865a9
-_FAMILY_STYLE = {'taylor': 'circle', 'fitted': 'diamond', 'control': 'x', 'baseline': 'square'}
+_FAMILY_STYLE = {'taylor': 'circle', 'fitted': 'diamond', 'control': 'x', 'baseline': 'square', 'calibrated': 'star'}
 
 def study_table(result: dict) -> str:
     "Markdown table of every row: method, k, metric, ratio to dense, agreement, MACs and their ratio, extras."
@@ -341,7 +553,9 @@ def plot_pareto(result: dict, by: str = 'macs', batch: int = 1, title: str = '')
     if by == 'latency':
         lat = {r['method']: r['seconds'] * 1e6 for r in result.get('latency', []) if r['batch'] == batch}
         k = result['settings']['k']
-        rows = [{**r, 'x': lat[r['method']]} for r in rows if r['method'] in lat and r.get('k') in (k, None)]
+        # a calibrated row runs the module it started from with other table values: the same latency
+        of = lambda r: r['method'] if r['family'] != 'calibrated' else _base_method(r['method'])
+        rows = [{**r, 'x': lat[of(r)]} for r in rows if of(r) in lat and r.get('k') in (k, None)]
         threads = result['latency'][0].get('timer_threads', 1)      # older rows: Timer's default, one thread
         xlabel = f"latency of one block, batch {batch} (µs, {threads} thread{'s' if threads > 1 else ''})"
     elif by == 'macs':
@@ -419,6 +633,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument('--no-refine', action='store_true')
     ap.add_argument('--no-int8', action='store_true')
     ap.add_argument('--fresh', action='store_true', help='ignore rows already in <out>/study.json')
+    ap.add_argument('--calibrate', action='store_true', help='then add calibrated rows (run_calibration)')
+    ap.add_argument('--cal-methods', type=lambda v: v.split(','), default=['lstsq', 'svd'])
+    ap.add_argument('--cal-objectives', type=lambda v: v.split(','), default=['output'])
+    ap.add_argument('--cal-steps', type=int, default=300)
+    ap.add_argument('--cal-lr', type=float, default=1e-4)
+    ap.add_argument('--cal-samples', type=int, default=4000)
+    ap.add_argument('--cal-batch-size', type=int, default=64)
+    ap.add_argument('--cal-budgets', type=_floats, default=[], help='MAC ratios for the linearisability policy')
+    ap.add_argument('--cal-policy-ranks', type=_ints, default=[])
+    ap.add_argument('--cal-stop-after', type=int, help='stop each calibration after this many steps (resumable)')
     ap.add_argument('--save', help='also write the result JSON here (e.g. data/results/study_<model>.json)')
     ap.add_argument('-p', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='RunConfig parameter')
     a = ap.parse_args(argv)
@@ -427,6 +651,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 **params)
     r = run_study(cfg, gate_fractions=a.gate_fractions, ranks=a.ranks, ivf_probes=a.ivf_probes,
                   refine=not a.no_refine, int8=not a.no_int8, resume=not a.fresh)
+    if a.calibrate:
+        r = run_calibration(cfg, methods=a.cal_methods, objectives=a.cal_objectives, steps=a.cal_steps, lr=a.cal_lr,
+                            samples=a.cal_samples, batch_size=a.cal_batch_size, budgets=a.cal_budgets,
+                            policy_ranks=a.cal_policy_ranks, stop_after=a.cal_stop_after)
+        for key, why in r.get('unfinished', {}).items(): print(f"{key}: {why}")
     path = save_results(r, a.save or cfg.path / 'study_result.json', seed=cfg.seed)
     print(f"study {cfg.model}: {len(r['rows'])} rows in {cfg.path / 'study.json'}; result with provenance in {path}")
     return 0

@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['LinearActLinear', 'is_elementwise', 'activation_derivatives', 'format_bytes', 'available_memory', 'memory_budget',
            'MemoryBudgetError', 'check_memory', 'Expansion', 'eval_mode', 'jacobians', 'is_piecewise_linear',
-           'hessian_diagonals', 'full_hessians', 'expansion_nbytes', 'expand', 'nearest', 'assign', 'grouped_affine',
-           'TaylorMLP', 'read_metadata', 'storage_report', 'dense_multiply_adds', 'multiply_adds']
+           'hessian_diagonals', 'full_hessians', 'GatedLinear', 'has_closed_form', 'expansion_nbytes', 'expand',
+           'assign', 'grouped_affine', 'TaylorMLP', 'read_metadata', 'storage_report', 'dense_multiply_adds',
+           'multiply_adds', 'nearest']
 
 # %% ../nbs/00_taylor.ipynb #f0224ae4
 class LinearActLinear(nn.Module):
@@ -289,6 +290,52 @@ def _closed_form(block: LinearActLinear, centres: Tensor, order: int, chunk_size
         H = torch.cat([(W2 * d2[i:i + m, None, :]) @ W1sq for i in range(0, k, m)])
         return values, J, H
 
+# %% ../nbs/00_taylor.ipynb #a7e3c002
+class GatedLinear(nn.Module):
+    "The gated MLP function `fc_down(act(fc_gate(x)) * fc_up(x))` (GLU, SwiGLU, GeGLU), sharing the given modules."
+    def __init__(self, fc_gate: nn.Linear, fc_up: nn.Linear, act: nn.Module, fc_down: nn.Linear):
+        super().__init__()
+        if not all(isinstance(m, nn.Linear) for m in (fc_gate, fc_up, fc_down)):
+            raise TypeError(f"GatedLinear needs three nn.Linear layers, got {type(fc_gate).__name__}, "
+                            f"{type(fc_up).__name__} and {type(fc_down).__name__}; wrap other blocks as a plain nn.Module.")
+        if not (fc_gate.out_features == fc_up.out_features == fc_down.in_features
+                and fc_gate.in_features == fc_up.in_features):
+            raise ValueError(f"Gate ({fc_gate.in_features}->{fc_gate.out_features}), up ({fc_up.in_features}->"
+                             f"{fc_up.out_features}) and down ({fc_down.in_features}->...) widths do not chain.")
+        self.fc_gate, self.fc_up, self.act, self.fc_down = fc_gate, fc_up, act, fc_down
+
+    @property
+    def d_in(self): return self.fc_gate.in_features
+    @property
+    def d_out(self): return self.fc_down.out_features
+
+    def forward(self, x: Tensor) -> Tensor: return self.fc_down(self.act(self.fc_gate(x)) * self.fc_up(x))
+
+def has_closed_form(fn) -> bool:
+    "True when `expand` can use closed-form Jacobians and diagonal Hessians for `fn` (two-layer or gated, elementwise act)."
+    return isinstance(fn, (LinearActLinear, GatedLinear)) and is_elementwise(fn.act)
+
+def _gated_closed_form(block: GatedLinear, centres: Tensor, order: int, chunk_size: Optional[int],
+                       chunk_bytes: int) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    Wg, Wu, Wd = block.fc_gate.weight, block.fc_up.weight, block.fc_down.weight
+    k, (h, d_in), d_out = centres.shape[0], Wg.shape, Wd.shape[0]
+    with torch.no_grad():
+        u = block.fc_up(centres)
+        s, d1, d2 = activation_derivatives(block.act, block.fc_gate(centres))
+        values = block.fc_down(s * u)
+        if order == 0: return values, None, None
+        m = chunk_size or _chunk_size(centres.element_size() * d_out * h * 4, k, chunk_bytes)
+        gate_slope = d1 * u       # d(σ(g)⊙u)/dg, per hidden unit
+        J = torch.cat([(Wd * gate_slope[i:i + m, None, :]) @ Wg + (Wd * s[i:i + m, None, :]) @ Wu
+                       for i in range(0, k, m)])
+        if order == 1: return values, J, None
+        Wg2, Wgu = Wg * Wg, Wg * Wu
+        curv, cross = d2 * u, 2 * d1
+        H = torch.cat([(Wd * curv[i:i + m, None, :]) @ Wg2 + (Wd * cross[i:i + m, None, :]) @ Wgu
+                       for i in range(0, k, m)])
+        return values, J, H
+
+
 # %% ../nbs/00_taylor.ipynb #cc010b09
 _ORDERS = (0, 1, 2)
 
@@ -304,7 +351,8 @@ def _check_order(order):
 
 def _expand_chunk(fn, centres, order, method, chunk_size, chunk_bytes):
     if method == 'closed_form':
-        return _closed_form(fn, centres, order, chunk_size, chunk_bytes)
+        return (_gated_closed_form if isinstance(fn, GatedLinear) else _closed_form)(fn, centres, order, chunk_size,
+                                                                                    chunk_bytes)
     with torch.no_grad(), eval_mode(fn): values = fn(centres).detach()
     J = jacobians(fn, centres, chunk_size=chunk_size, chunk_bytes=chunk_bytes) if order >= 1 else None
     H = hessian_diagonals(fn, centres, chunk_size=chunk_size, chunk_bytes=chunk_bytes) if order >= 2 else None
@@ -323,9 +371,9 @@ def expand(fn: Callable, centres: Tensor, order: int = 1, method: str = 'auto', 
         if isinstance(fn, nn.Module) and _params(fn) and _params(fn)[0].dtype != dtype:
             fn = copy.deepcopy(fn).to(dtype)
     centres = _check_centres(fn, centres)
-    closed = isinstance(fn, LinearActLinear) and is_elementwise(fn.act)
+    closed = has_closed_form(fn)
     if method == 'closed_form' and not closed:
-        raise ValueError(f"method='closed_form' needs a LinearActLinear with an elementwise activation, got "
+        raise ValueError(f"method='closed_form' needs a LinearActLinear or GatedLinear with an elementwise activation, got "
                          f"{type(fn).__name__}; use method='autodiff'.")
     method = 'closed_form' if (closed and method != 'autodiff') else 'autodiff'
     k, d_in = centres.shape
@@ -383,30 +431,10 @@ def _atomic_save(tensors: dict, path, metadata: Optional[dict] = None):
     os.replace(tmp, path)
 
 # %% ../nbs/00_taylor.ipynb #408b8f91
-def nearest(x: Tensor, centres: Tensor, centre_sq_norms: Tensor, chunk_rows: int = 0, scores: bool = True
-            ) -> tuple[Tensor, Optional[Tensor]]:
-    """Index `[N]` of the nearest centre for each row of `x` `[N, d]`, and its score `||c||² - 2 x·c` `[N]`
-    (the squared distance minus `||x||²`; None with `scores=False`, which saves a few µs per call). Computed in the
-    centres' dtype, `chunk_rows` rows at a time (0: about 2^22 / k); no checks (TorchScript-compatible)."""
-    n, k = x.shape[0], centres.shape[0]
-    if chunk_rows <= 0: chunk_rows = max(1, (1 << 22) // max(k, 1))
-    if n <= chunk_rows:      # one chunk (every small batch): no lists, no loop, as few Python steps as possible
-        if x.dtype != centres.dtype: x = x.to(centres.dtype)
-        distances = torch.addmm(centre_sq_norms, x, centres.t(), beta=1.0, alpha=-2.0)     # ||c||² - 2 x·c
-        if not scores: return distances.argmin(1), None
-        score, index = distances.min(1)
-        return index, score
-    indices: list[Tensor] = []
-    best: list[Tensor] = []
-    for s in range(0, n, chunk_rows):      # rows are cast chunk by chunk: a float64 search never copies all of x
-        distances = torch.addmm(centre_sq_norms, x[s:s + chunk_rows].to(centres.dtype), centres.t(), beta=1.0,
-                                alpha=-2.0)
-        if scores:
-            score, index = distances.min(1)
-            best.append(score)
-        else: index = distances.argmin(1)
-        indices.append(index)
-    return torch.cat(indices), torch.cat(best) if scores else None
+# the nearest-centre search lives in taylormlp.cluster (taylor imports cluster, never the reverse);
+# it stays importable from here, where the inference routes have always imported it
+from .cluster import nearest
+_all_ = ['nearest']
 
 def _distance(x: Tensor, score: Tensor) -> Tensor:
     "Euclidean distance from `nearest`'s score (clamped: rounding can make a tiny squared distance negative)."

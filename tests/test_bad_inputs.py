@@ -284,7 +284,7 @@ CASES = [
     row('runconfig_unknown_param', lambda c, mp: pipeline.RunConfig.from_params(kk=3), ValueError,
         "Unknown parameter(s) ['kk']", "valid: ['batch_size'"),
     row('runconfig_order_3', lambda c, mp: pipeline.RunConfig(order=3), ValueError,
-        'orders [3] are not supported', 'use 0, 1 or 2'),
+        'order=3 is not one of [0, 1, 2]'),
     row('runconfig_model_without_task', lambda c, mp: pipeline.RunConfig(model='resnet18'), ValueError,
         "No default data set for model 'resnet18'", 'pass dataset=...'),
     row('cli_unknown_stage', lambda c, mp: cli('run', 'nosuchstage'), CLIError,

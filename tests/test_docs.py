@@ -1,8 +1,9 @@
-"""The offline docs site (tools/build_docs.py) in a real browser: headless Chromium through Playwright.
+"""The offline docs site (tools/build_docs.py: Sphinx + myst-nb) in a real browser: headless Chromium through Playwright.
 
 Builds the site from the notebooks as they are (no execution) plus one tiny executed notebook with a plotly figure
 and a widget, serves it on 127.0.0.1, and checks every page: no console errors, no request leaving the machine,
-plotly figures drawn, widgets drawn (when the html-manager is cached), every internal link and anchor resolving.
+plotly figures drawn, widgets drawn (when the html-manager is cached), search, every internal link and anchor
+resolving, and a build without a single Sphinx warning.
 Screenshots go to tests/artifacts/. Nothing is installed here: the test skips without /usr/bin/chromium or
 playwright (`apt-get install -y chromium`; playwright comes with `pip install -e '.[dev]'`, never `playwright install`).
 """
@@ -14,6 +15,10 @@ import pytest
 
 from browser import REPO, CHROMIUM, CHROMIUM_ARGS, ARTIFACTS, require_browser
 
+import importlib.util
+if importlib.util.find_spec('myst_nb') is None:
+    pytest.skip("myst-nb is not installed: pip install -e '.[dev]' (the docs site is built with Sphinx + myst-nb).",
+                allow_module_level=True)
 require_browser('playwright')
 
 sys.path.insert(0, str(REPO / 'tools'))
@@ -134,7 +139,7 @@ def test_site_has_the_expected_pages(site):
         if nb.stem != 'index': assert build_docs._strip_number(nb.stem) + '.html' in pages, nb
     for py in (REPO / 'taylormlp').glob('*.py'):
         if not py.stem.startswith('_'): assert f'api_{py.stem}.html' in pages, py
-    assert (site['out'] / 'assets' / 'plotly.min.js').stat().st_size > 1_000_000
+    assert (site['out'] / '_static' / 'plotly.min.js').stat().st_size > 1_000_000
     for page in site['pages']:   # nothing may point at a CDN
         text = (site['out'] / page).read_text()
         assert not re.search(r'(src|href)="https?://[^"]*(cdn|unpkg|jsdelivr|cdnjs)[^"]*"', text), page
@@ -217,3 +222,38 @@ def test_works_from_file_url(site, browser):
         finally: ctx.close()
         assert not problems, f"{url}: {problems}"
         if name == 'plot_check.html': assert found['plots'] >= 1
+
+
+def test_build_emits_no_warnings(site):
+    "Sphinx warns on every link to an anchor that does not exist, a heading out of order, a missing page..."
+    assert site['warnings'] == [], site['warnings']
+    # nbdev links every backticked name it knows; those with no anchor (private, undocumented) are left as code
+    for entry in site['unlinked']:
+        name = re.search(r'\[`([^`]+)`\]', entry).group(1).split('.')[-1]
+        assert name.startswith('_'), f"a public name lost its link (no show_doc for it?): {entry}"
+
+
+def test_links_to_names_without_an_anchor_are_left_as_code():
+    doc_url = 'https://taylormlp.github.io/taylormlp/'
+    links = build_docs.Links(doc_url, 'https://github.com/taylormlp/taylormlp', {'00_taylor.ipynb': 'taylor',
+                             'taylor.html': 'taylor', 'README.md': 'getting_started'},
+                             {'taylor': {'expand', 'taylormlp'}, 'api_taylor': {'taylormlp-load'}, 'getting_started': set()},
+                             {'taylor': '.ipynb', 'api_taylor': '.md', 'getting_started': '.md'})
+    md = (f"[`expand`]({doc_url}taylor.html#expand), [`_helper`]({doc_url}taylor.html#_helper), "
+          f"[`TaylorMLP.load`]({doc_url}taylor.html#taylormlp.load), [the stage](00_taylor.ipynb#expand), "
+          f"[code](benchmarks/speed.py)")
+    assert links(md, 'getting_started') == (
+        "[`expand`](taylor.ipynb#expand), `_helper`, [`TaylorMLP.load`](api_taylor.md#taylormlp-load), "
+        "[the stage](taylor.ipynb#expand), [code](https://github.com/taylormlp/taylormlp/blob/main/benchmarks/speed.py)")
+    assert links.unlinked == ['getting_started: [`_helper`](taylor.html#_helper)']
+    assert links("[`expand`](#expand)", 'taylor') == "[`expand`](#expand)"
+
+
+def test_search_finds_a_documented_name(site, browser):
+    ctx, page, problems = _open(browser, site['url'] + 'search.html?q=expand', site['url'])
+    try:
+        page.wait_for_selector('#search-results li a', timeout=30_000)
+        hits = page.eval_on_selector_all('#search-results li a', 'as => as.map(a => a.getAttribute("href"))')
+    finally: ctx.close()
+    assert any(h.startswith('taylor.html') for h in hits), hits
+    assert not problems, problems

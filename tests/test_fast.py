@@ -110,7 +110,7 @@ def test_compilation_failure_falls_back(monkeypatch):
     "Without a compiler: a warning that says why, 'auto' uses 'eager', 'cpp' refuses with the fix."
     import torch.utils.cpp_extension as ce
     def broken(*args, **kwargs): raise RuntimeError("Error building extension: c++: command not found")
-    monkeypatch.setattr(ce, 'load_inline', broken)
+    monkeypatch.setattr(ce, 'load', broken)
     monkeypatch.setattr(fast_mod, '_EXTENSIONS', {})
     with pytest.warns(RuntimeWarning, match="could not be compiled.*command not found.*route='eager'"):
         assert load_extension() is None
@@ -141,3 +141,59 @@ def test_copy_and_move(route):
     assert g._tables[2].dtype == torch.float64
     torch.testing.assert_close(g(x.double()), tm(x).double(), rtol=1e-5, atol=1e-5)
     assert len(f.state_dict()) == 0        # nothing to save: save the TaylorMLP itself
+
+def test_kernel_source_ships_in_the_wheel(tmp_path):
+    "The C++ source is a package file (not a Python string): it is found in place and a built wheel carries it."
+    import shutil, subprocess, sys, zipfile
+    from pathlib import Path
+    src = fast_mod.kernel_source()
+    assert src.is_file() and src.parent.name == 'csrc' and 'PYBIND11_MODULE' in src.read_text()
+    root = Path(fast_mod.__file__).resolve().parents[1]
+    if not (root / 'setup.py').is_file(): pytest.skip("taylormlp is installed from a wheel here, not a checkout")
+    tree = tmp_path / 'tree'     # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(root / 'taylormlp', tree / 'taylormlp', ignore=shutil.ignore_patterns('__pycache__'))
+    for name in ('setup.py', 'settings.ini', 'README.md', 'pyproject.toml', 'MANIFEST.in'):
+        if (root / name).is_file(): shutil.copy(root / name, tree / name)
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', str(tree),
+                    '-w', str(tmp_path / 'dist')], check=True, capture_output=True, cwd=tree)
+    wheel, = (tmp_path / 'dist').glob('taylormlp-*.whl')
+    assert 'taylormlp/csrc/taylor_kernels.cpp' in zipfile.ZipFile(wheel).namelist()
+
+@pytest.mark.parametrize('table_dtype', (None, torch.float16, torch.int8))
+def test_compile_has_no_graph_break_at_the_sites(table_dtype):
+    "torch.compile over a model with FastTaylorMLP sites: one graph (the kernel runs as taylormlp::piecewise_map)."
+    _need_cpp('cpp')
+    import torch._dynamo
+    tm = MODELS['wide']
+    net = nn.Sequential(nn.Linear(8, 16), FastTaylorMLP(tm, route='cpp', table_dtype=table_dtype), nn.GELU(),
+                        nn.Linear(40, 16), FastTaylorMLP(tm.with_order(1), route='cpp'), nn.Linear(40, 3)).eval()
+    x = torch.randn(3, 7, 8)
+    explained = torch._dynamo.explain(net)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    compiled = torch.compile(net, fullgraph=True, backend='aot_eager')
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), net(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(compiled(x[:1, :1]), net(x[:1, :1]), rtol=1e-5, atol=1e-5)
+
+def test_custom_op_registration():
+    _need_cpp('cpp')
+    f = FastTaylorMLP(MODELS['odd'], route='cpp')
+    x = _near_centres(MODELS['odd'], 9)
+    torch.testing.assert_close(fast_mod.piecewise_map(x, *f._op_tables, 64), f(x), rtol=1e-6, atol=1e-6)
+    torch.library.opcheck(fast_mod.piecewise_map, (x, *f._op_tables, 64))
+
+def test_onnx_export_uses_standard_ops():
+    "While exporting, FastTaylorMLP records ArgMin/Gather/Mul/ReduceSum (no C++ call hides in the trace)."
+    _need_cpp('cpp')
+    pytest.importorskip('onnx', reason="ONNX export needs the package onnx (pip install onnx)")
+    ort = pytest.importorskip('onnxruntime', reason="the exported graph is run by onnxruntime (pip install onnxruntime)")
+    import io, onnx
+    tm = MODELS['odd']
+    net = nn.Sequential(nn.Linear(6, 13), FastTaylorMLP(tm, route='cpp'), nn.ReLU(), nn.Linear(8, 3)).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.randn(4, 6),), buf, dynamo=False, input_names=['x'], dynamic_axes={'x': {0: 'n'}})
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert {'ArgMin', 'Gather'} <= ops, ops
+    x = torch.randn(9, 6)
+    y = ort.InferenceSession(buf.getvalue(), providers=['CPUExecutionProvider']).run(None, {'x': x.numpy()})[0]
+    with torch.no_grad(): torch.testing.assert_close(torch.as_tensor(y), net(x), rtol=1e-4, atol=1e-4)

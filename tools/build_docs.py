@@ -1,26 +1,27 @@
 #!/usr/bin/env python
 """Build the offline docs site from the notebooks: `python tools/build_docs.py [--execute] [--out site/]`.
 
-Quarto is not installable here, so this does what `nbdev_docs` would, with nbconvert:
+Sphinx with myst-nb renders the site (`docs/conf.py`: search, navigation, math, widgets, warnings); this script only
+prepares its input, since Quarto (what `nbdev_docs` uses) is not installable here:
 
-1. every notebook in `nbs/` (index, the numbered stage notebooks, results/speed and any others) goes through nbdev's
-   docs processors (`nbdev.processors.FilterDefaults`: frontmatter, `#| hide`, `#| export`, `show_doc` cells, links);
-   the `show_doc` cells are rendered from the exported modules (see `_render_show_docs` for why not by
-   `nbdev.serve.proc_nbs`);
+1. every notebook in `nbs/` goes through nbdev's docs processors (frontmatter, `#| hide`, `#| export`, links to the
+   exported names); the `show_doc` cells are filled from the exported modules (see `_render_show_docs`);
 2. stage pages use executed notebooks from a run folder when there is one (`--execute` makes it with
-   `taylormlp run all`);
-3. nbconvert renders each page with `docs/templates/site` (JupyterLab's layout plus a shared sidebar); plotly JSON
-   outputs become divs drawn by ONE local copy of plotly.min.js (from the installed plotly package); ipywidgets are
-   drawn by a local `@jupyter-widgets/html-manager` and math by a local KaTeX, both from npm (cached in
-   ~/.cache/taylormlp-docs); without them widgets are replaced by a note and math stays as TeX;
-4. a getting-started page from README.md and an API page per exported module.
+   `taylormlp run all`); results/speed are executed here (they only read data/results);
+3. what Quarto would interpret becomes what myst-nb understands: `#| echo: false` -> a `remove-input` tag, plotly
+   JSON -> a div drawn by ONE local plotly.min.js, `show_doc` output -> a markdown section (so each documented name
+   has an anchor), nbdev's links -> links between pages; a link to a name that has no anchor (a private helper, an
+   undocumented method) is left as plain code;
+4. a getting-started page from README.md, an API page per exported module, and the navigation from the notebooks
+   found (a new notebook needs no list to be kept).
 
-The result works from file:// and from `python -m http.server`; no page loads anything from the network.
+Widgets are drawn by a local `@jupyter-widgets/html-manager` and math by a local KaTeX, both from npm (cached in
+~/.cache/taylormlp-docs); without them widgets become a note and math stays as TeX. No page loads anything from the
+network; the site works from file:// and from `python -m http.server`. Any Sphinx warning fails the build.
 """
 from __future__ import annotations
 
-import argparse, html, importlib, json, os, re, shutil, subprocess, sys, tarfile, tempfile, time, warnings
-from dataclasses import dataclass
+import argparse, importlib, inspect, json, os, re, shutil, subprocess, sys, tarfile, tempfile, time, warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -31,7 +32,6 @@ NPM_ASSETS = {'html-manager': ('@jupyter-widgets/html-manager', '1.0.15'), 'kate
 PLOTLY_MIME = 'application/vnd.plotly.v1+json'
 WIDGET_VIEW_MIME = 'application/vnd.jupyter.widget-view+json'
 WIDGET_STATE_MIME = 'application/vnd.jupyter.widget-state+json'
-SECTIONS = ('Get started', 'Stages', 'Results', 'More notebooks', 'API reference')
 
 
 def log(msg: str) -> None: print(f"build_docs: {msg}", flush=True)
@@ -72,63 +72,33 @@ def npm_asset(key: str, fetch: bool = True) -> Optional[Path]:
     return dest
 
 
-def plotly_js() -> Path:
-    "plotly.min.js shipped inside the installed plotly package."
+def write_static(static: Path, html_manager: Optional[Path], katex: Optional[Path]) -> None:
+    "_static/: plotly.min.js from the installed plotly package, the site's CSS/JS, and the npm files the pages use."
     import plotly
-    p = Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js'
-    if not p.exists(): raise FileNotFoundError(f"{p} is missing: reinstall plotly (pip install --force-reinstall plotly).")
-    return p
-
-
-def write_assets(out: Path, html_manager: Optional[Path], katex: Optional[Path]) -> None:
-    "assets/: plotly.min.js, the notebook + site CSS, and the npm files the pages use."
-    a = out / 'assets'
-    a.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(plotly_js(), a / 'plotly.min.js')
-    from nbconvert.exporters.templateexporter import TemplateExporter
-    lab = next(Path(d) / 'lab' / 'static' for d in TemplateExporter().template_paths
-               if (Path(d) / 'lab' / 'static' / 'index.css').exists())
-    (a / 'notebook.css').write_text((lab / 'index.css').read_text() + '\n' + (lab / 'theme-light.css').read_text())
-    shutil.copy2(DOCS / 'site.css', a / 'site.css')
-    shutil.copy2(DOCS / 'site.js', a / 'site.js')
+    static.mkdir(parents=True, exist_ok=True)
+    js = Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js'
+    if not js.exists(): raise FileNotFoundError(f"{js} is missing: reinstall plotly (pip install --force-reinstall plotly).")
+    shutil.copy2(js, static / 'plotly.min.js')
+    for name in ('site.css', 'site.js'): shutil.copy2(DOCS / name, static / name)
+    (static / 'no-math.js').write_text('// KaTeX is not cached: math stays as TeX (run `make docs` once, with npm)\n')
     if html_manager is not None:   # embed.js finds its font files next to itself
-        shutil.copytree(html_manager / 'dist', a / 'html-manager', dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns('*.map', 'embed-amd.js', 'libembed-amd.js'))
+        shutil.copytree(html_manager / 'dist', static / 'html-manager', dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns('*.map', '*amd.js'))
     if katex is not None:
-        shutil.copytree(katex / 'dist', a / 'katex', dirs_exist_ok=True,
-                        ignore=lambda d, names: [n for n in names if n.endswith(('.ttf', '.woff', '.mjs', '.map'))
+        shutil.copytree(katex / 'dist', static / 'katex', dirs_exist_ok=True,
+                        ignore=lambda d, names: [n for n in names if n.endswith(('.ttf', '.woff', '.mjs', '.map', '.md'))
                                                  or (n.endswith('.js') and not n.endswith('.min.js'))
                                                  or n.endswith('.css') and not n.endswith('.min.css')])
 
 
-# ------------------------------------------------------------------------------------------------------------- pages
-@dataclass
-class Page:
-    href: str                      # output file name, e.g. 'taylor.html'
-    section: str
-    label: str                     # sidebar text
-    source: str                    # what it was built from, shown in the footer
-    nb: object = None              # nbformat notebook, ready for nbconvert
-    title: str = ''
-    description: str = ''
-    note: str = ''
-
-
+# ------------------------------------------------------------------------------------------------------- notebooks
 def _strip_number(stem: str) -> str: return re.sub(r'^\d+[a-zA-Z0-9]*_', '', stem)
-
-
-def _label(title: str, stem: str) -> str:
-    "Short sidebar text: 'NN · name' for numbered notebooks, else the title's first part."
-    short = re.sub(r'[`*_]', '', title.split(':')[0]).strip() or _strip_number(stem)
-    m = re.match(r'^(\d+)', stem)
-    return f"{m.group(1)} · {short}" if m else short
 
 
 def find_notebooks(nbs: Path) -> list[Path]:
     "index first, then the numbered notebooks in order, then the rest (results, speed, ...) by name."
     found = [p for p in sorted(nbs.glob('*.ipynb')) if not p.name.startswith(('_', '.'))]
-    key = lambda p: (p.stem != 'index', not re.match(r'^\d', p.stem), p.stem)
-    return sorted(found, key=key)
+    return sorted(found, key=lambda p: (p.stem != 'index', not re.match(r'^\d', p.stem), p.stem))
 
 
 def find_run(spec: Optional[str]) -> Optional[Path]:
@@ -147,7 +117,7 @@ def find_run(spec: Optional[str]) -> Optional[Path]:
 def execute_stages(run_dir: Path, params: Sequence[tuple[str, str]], timeout: int) -> int:
     "Run the stage notebooks (then results/speed) so their pages carry real outputs; returns non-zero on a failure."
     exe = shutil.which('taylormlp', path=str(Path(sys.executable).parent)) or shutil.which('taylormlp')
-    cmd = [exe] if exe else [sys.executable, '-c', 'import sys; from taylormlp.pipeline import main; sys.exit(main())']
+    cmd = [exe] if exe else [sys.executable, '-m', 'taylormlp.pipeline']
     cmd += ['run', 'all', '--out', str(run_dir), '--timeout', str(timeout), '-p', 'interactive', 'False']
     for n, v in params: cmd += ['-p', n, v]
     log('executing the stage notebooks: ' + ' '.join(cmd))
@@ -155,18 +125,21 @@ def execute_stages(run_dir: Path, params: Sequence[tuple[str, str]], timeout: in
     if failed:
         log(f"`taylormlp run all` failed (exit {failed}): the site uses the stages that finished; the failed stage's "
             f"page shows its error")
-    import papermill as pm
-    for name in ('results.ipynb', 'speed.ipynb'):   # they read committed results files: quick
-        src = REPO / 'nbs' / name
-        if not src.exists(): continue
-        log(f'executing {src.relative_to(REPO)}')
-        try:
-            pm.execute_notebook(str(src), str(run_dir / 'notebooks' / name), kernel_name='python3',
-                                cwd=str(src.parent), execution_timeout=timeout, progress_bar=False)
+    for name in ('results.ipynb', 'speed.ipynb'):
+        try: execute_results_page(REPO / 'nbs' / name, run_dir / 'notebooks' / name, timeout)
         except Exception as e:
             failed = failed or 1
             log(f"{name} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
     return failed
+
+
+def execute_results_page(src: Path, dest: Path, timeout: int = 600) -> Path:
+    "results/speed only read the committed data/results files: execute them (seconds) so they show tables and figures."
+    import papermill as pm
+    log(f'executing {src.relative_to(REPO)} (reads data/results)')
+    pm.execute_notebook(str(src), str(dest), kernel_name='python3', cwd=str(src.parent), progress_bar=False,
+                        execution_timeout=timeout)
+    return dest
 
 
 # ------------------------------------------------------------------------------------------------ nbdev processing
@@ -174,11 +147,9 @@ _RE_DEFAULT_EXP = re.compile(r'^\s*#\s*\|\s*default_exp\s+(\S+)', re.M)
 _RE_PANDOC_ATTR = re.compile(r'\{target="_blank"[^}]*\}')
 
 
-def _lib() -> tuple[str, str, str]:
-    "(lib_name, doc_host + doc_baseurl + '/', git_url) from settings.ini."
+def _config():
     from nbdev.config import get_config
-    cfg = get_config(path=REPO)
-    return cfg.lib_name, f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl.rstrip('/')}/", cfg.git_url
+    return get_config(path=REPO)
 
 
 def _module_namespace(lib: str, modname: Optional[str]) -> dict:
@@ -195,19 +166,19 @@ def _module_namespace(lib: str, modname: Optional[str]) -> dict:
     return ns
 
 
-def _show_doc_markdown(obj, name: Optional[str] = None) -> str:
+def _show_doc_markdown(obj, name: Optional[str] = None, ns: Optional[dict] = None, call: str = '') -> str:
     from nbdev.showdoc import show_doc
-    md = show_doc(obj, name=name)._repr_markdown_()
+    doc = eval(call, ns) if call else show_doc(obj, name=name)
     # Quarto-only syntax and unknown line numbers would show up as text
-    return _RE_PANDOC_ATTR.sub('', md).replace('#LNone)', ')')
+    return _RE_PANDOC_ATTR.sub('', doc._repr_markdown_()).replace('#LNone)', ')')
 
 
 def _render_show_docs(nb, lib: str, problems: list) -> None:
     """Fill the `show_doc(...)` cells from the exported module.
 
-    nbdev's `proc_nbs` executes every exported and every import-bearing cell of each notebook to do this (6 minutes
-    for these notebooks on 2 cores, and cells that mix imports with code fail out of context). The exported module
-    already holds the same objects, so evaluating the `show_doc` call in its namespace gives the same output."""
+    nbdev's `proc_nbs` executes every exported and every import-bearing cell of each notebook to do this (minutes on
+    2 cores, and cells that mix imports with code fail out of context). The exported module already holds the same
+    objects, so evaluating the `show_doc` call in its namespace gives the same output in seconds."""
     from nbdev.processors import _is_showdoc
     src = '\n'.join(c.source or '' for c in nb.cells if c.cell_type == 'code')
     m = _RE_DEFAULT_EXP.search(src)
@@ -216,8 +187,7 @@ def _render_show_docs(nb, lib: str, problems: list) -> None:
         if not (cell.cell_type == 'code' and cell.source and _is_showdoc(cell)): continue
         if ns is None: ns = _module_namespace(lib, m.group(1) if m else None)
         call = '\n'.join(l for l in cell.source.splitlines() if not l.lstrip().startswith('#|')).strip()
-        try:
-            md = _RE_PANDOC_ATTR.sub('', eval(call, ns)._repr_markdown_()).replace('#LNone)', ')')
+        try: md = _show_doc_markdown(None, ns=ns, call=call)
         except Exception as e:
             problems.append(f"{nb.path_}: `{call}` failed ({type(e).__name__}: {e})")
             cell.source = ''
@@ -226,9 +196,8 @@ def _render_show_docs(nb, lib: str, problems: list) -> None:
         cell.source = '#| echo: false\n' + call
 
 
-def nbdev_process(path: Path, lib: str, problems: list):
-    "nbdev's docs processors on one notebook -> (nbformat notebook, frontmatter dict)."
-    import nbformat, yaml
+def nbdev_process(path: Path, lib: str, problems: list) -> dict:
+    "nbdev's docs processors on one notebook -> notebook dict (frontmatter as the first raw cell, like `proc_nbs`)."
     from execnb.nbio import read_nb, nb2dict
     from nbdev.processors import FilterDefaults
     from nbdev.process import NBProcessor
@@ -247,68 +216,46 @@ def nbdev_process(path: Path, lib: str, problems: list):
     d['cells'] = [c for c in d['cells'] if c.get('source') is not None]
     for c in d['cells']:
         if isinstance(c['source'], list): c['source'] = ''.join(c['source'])
-        c.setdefault('metadata', {})
-        if c['cell_type'] == 'code': c.setdefault('outputs', []); c.setdefault('execution_count', None)
-        c.pop('idx_', None)
-        c.pop('directives_', None)
-    d.setdefault('nbformat', 4); d.setdefault('nbformat_minor', 5)
-    fm = {}
-    if d['cells'] and d['cells'][0]['cell_type'] == 'raw' and d['cells'][0]['source'].lstrip().startswith('---'):
-        fm = yaml.safe_load(d['cells'][0]['source'].strip().strip('-')) or {}
-        d['cells'] = d['cells'][1:]
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # cell ids: nbformat adds missing ones
-        from nbformat.v4.rwbase import rejoin_lines
-        nbn = rejoin_lines(nbformat.from_dict(d))   # execnb keeps outputs as lists of lines
-        nbformat.validator.normalize(nbn)
-    return nbn, fm
+        for o in c.get('outputs', []):   # execnb keeps text as lists of lines
+            for k, v in o.get('data', {}).items():
+                if isinstance(v, list) and not k.endswith('json'): o['data'][k] = ''.join(v)
+            if isinstance(o.get('text'), list): o['text'] = ''.join(o['text'])
+    return d
 
 
-# ------------------------------------------------------------------------------------------- cell/output transforms
+# ----------------------------------------------------------------------------------- what Quarto would interpret
 _RE_DIRECTIVE = re.compile(r'^\s*#\s*\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
+_RE_CDN_SCRIPT = re.compile(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', re.I)
+_RE_LINK = re.compile(r'(!?\[(?:[^\]\\]|\\.)*\])\(([^)\s]+)\)')
+_RE_HEADING = re.compile(r'^(#{1,6})\s+(.+?)\s*#*\s*$', re.M)
 
 
-def _directives(cell) -> dict:
-    "Quarto `#| key: value` lines at the top of a code cell -> dict; removes them from the source."
-    lines, out = cell.source.splitlines(), {}
-    i = 0
+def _directives(source: str) -> tuple[dict, str]:
+    "Quarto `#| key: value` lines at the top of a code cell -> (dict, the source without them)."
+    lines, out, i = source.splitlines(), {}, 0
     while i < len(lines) and (not lines[i].strip() or _RE_DIRECTIVE.match(lines[i])):
         m = _RE_DIRECTIVE.match(lines[i])
         if m: out[m.group(1).lower()] = m.group(2).strip().strip('"\'')
         i += 1
-    if out: cell.source = '\n'.join(lines[i:])
-    return out
+    return out, '\n'.join(lines[i:])
 
 
-def plotly_html(fig: dict, div_id: str) -> str:
-    "A div and the script that draws `fig` with the page's global `Plotly` (assets/plotly.min.js)."
+def _plotly_divs(outputs: list, counter: list, page: str) -> None:
+    "Plotly JSON -> a div drawn by the page's global `Plotly` (in place); CDN script tags are dropped."
     import plotly.io as pio
-    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id, validate=False,
-                       config={'responsive': True}, default_width='100%')
-
-
-_RE_CDN_SCRIPT = re.compile(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>', re.I)
-
-
-def _convert_outputs(outputs: list, page_id: str, counter: list) -> bool:
-    "Plotly JSON -> html div (in place); returns True when a plotly figure is among the outputs."
-    has_plotly = False
     for o in outputs:
         data = o.get('data') if isinstance(o, dict) else None
         if not data: continue
         if PLOTLY_MIME in data:
             counter[0] += 1
             fig = data[PLOTLY_MIME]
-            fig = json.loads(fig) if isinstance(fig, str) else fig
-            o['data'] = {'text/html': plotly_html(fig, f'{page_id}-plot-{counter[0]}')}
-            has_plotly = True
+            o['data'] = {'text/html': pio.to_html(json.loads(fig) if isinstance(fig, str) else fig,
+                                                  include_plotlyjs=False, full_html=False, validate=False,
+                                                  div_id=f'{page}-plot-{counter[0]}', default_width='100%',
+                                                  config={'responsive': True})}
         elif 'text/html' in data:
             h = data['text/html']
-            h = ''.join(h) if isinstance(h, list) else h
-            if 'Plotly.newPlot' in h or 'plotly' in h.lower():
-                has_plotly = has_plotly or 'Plotly.newPlot' in h
-                data['text/html'] = _RE_CDN_SCRIPT.sub('', h)   # plotly's `notebook_connected` renderer uses a CDN
-    return has_plotly
+            data['text/html'] = _RE_CDN_SCRIPT.sub('', ''.join(h) if isinstance(h, list) else h)
 
 
 def _widget_note() -> dict:
@@ -317,294 +264,267 @@ def _widget_note() -> dict:
         '(the static site shows the figures the run saved).</div>')}}
 
 
-def transform(nb, page_id: str, widgets: bool) -> dict:
-    "Quarto directives, plotly figures, widgets and papermill leftovers -> what the template renders. Returns flags."
-    counter, flags = [0], {'plotly': False, 'widgets': False}
-    state = nb.metadata.get('widgets', {}).get(WIDGET_STATE_MIME, {}).get('state', {})
-    keep = []
-    for cell in nb.cells:
-        cell.metadata.pop('papermill', None)
-        cell.metadata.pop('execution', None)
-        if cell.cell_type != 'code': keep.append(cell); continue
-        d = _directives(cell)
-        tags = set(cell.metadata.get('tags', []))
-        if d.get('include') == 'false' or 'remove-cell' in tags: continue
-        if d.get('echo') == 'false' or 'remove_input' in tags or 'remove-input' in tags: cell.metadata['site_hide_input'] = True
-        if d.get('output') == 'false': cell.outputs = []
-        if d.get('code-fold') in ('true', 'show'): cell.metadata['site_fold'] = True
-        outs = []
-        for o in cell.get('outputs', []):
-            if WIDGET_VIEW_MIME in o.get('data', {}):
-                model = o['data'][WIDGET_VIEW_MIME].get('model_id')
-                if widgets and model in state: flags['widgets'] = True; outs.append(o)
-                else: outs.append(_widget_note())
-            else: outs.append(o)
-        cell.outputs = outs
-        if _convert_outputs(cell.outputs, page_id, counter): flags['plotly'] = True
-        if not cell.source.strip() and not cell.outputs: continue
-        keep.append(cell)
-    nb.cells = keep
-    if 'widgets' in nb.metadata:
-        if not (widgets and flags['widgets']): del nb.metadata['widgets']
-        else:   # Output widgets hold their own outputs (e.g. the explorer's figure)
-            for s in state.values():
-                outs = s.get('state', {}).get('outputs')
-                if outs and _convert_outputs(outs, page_id, counter): flags['plotly'] = True
-    for k in ('papermill', 'jupytext'): nb.metadata.pop(k, None)
-    return flags
+def _source_below(md: str) -> str:
+    "show_doc puts its [source] link above the name's heading: below it, the link stays with its entry."
+    return re.sub(r'^(\[source\]\([^)]*\))\s*\n+(#{1,6} .+)$', r'\2\n\n\1', md, flags=re.M)
 
 
-# ------------------------------------------------------------------------------------------------- HTML post-process
-def pandoc_id(text: str) -> str:
-    "Pandoc's identifier rule (what Quarto and nbdev's doc links use): lowercase, keep letters/digits/_-., spaces->-."
-    s = re.sub(r'[^\w\s.-]', '', text.strip().lower())
-    s = re.sub(r'\s+', '-', s)
-    return re.sub(r'^[^a-z_]+', '', s) or 'section'
+def _md(source: str) -> dict: return {'cell_type': 'markdown', 'metadata': {}, 'source': source}
 
 
-def postprocess(doc: str, page_links: dict, doc_url: str) -> tuple[str, set, set]:
-    "Heading ids as Quarto makes them, site-relative links, folded exported source, hidden inputs -> (html, ids, hrefs)."
-    from bs4 import BeautifulSoup
-    soup = BeautifulSoup(doc, 'html.parser')
-    main = soup.find('main') or soup
-    seen = {t['id'] for t in soup.select('.site-page-header [id]')}
-    for h in main.find_all(['h1', 'h2', 'h3', 'h4', 'h5', 'h6']):
-        if 'site-title' in (h.get('class') or []): continue
-        for a in h.find_all('a', class_='anchor-link'): a.decompose()
-        base = pandoc_id(h.get_text())
-        hid, n = base, 1
-        while hid in seen: hid, n = f'{base}-{n}', n + 1
-        seen.add(hid)
-        h['id'] = hid
-        a = soup.new_tag('a', href=f'#{hid}', attrs={'class': 'anchor-link'})
-        a.string = '¶'
-        h.append(a)
-    for a in soup.find_all('a', href=True):
-        href = a['href']
-        if href.startswith(doc_url): href = href[len(doc_url):] or 'index.html'
-        path, _, frag = href.partition('#')
-        if not re.match(r'^[a-z][a-z0-9+.-]*:', path) and path:   # relative link: .ipynb/.md sources -> pages
-            key = Path(path).name
-            if key in page_links: href = page_links[key] + (f'#{frag}' if frag else '')
-        a['href'] = href
-    for cell in main.select('.site-hide-input .jp-Cell-inputWrapper'): cell.decompose()
-    for cell in main.select('.site-fold'):
-        wrap = cell.select_one('.jp-Cell-inputWrapper')
-        if wrap is None: continue
-        det = soup.new_tag('details', attrs={'class': 'site-fold'})
-        summ = soup.new_tag('summary'); summ.string = 'Exported source'
-        wrap.wrap(det)
-        det.insert(0, summ)
-    ids = {t['id'] for t in soup.find_all(id=True)}
-    return str(soup), ids, {a['href'] for a in soup.find_all('a', href=True)}
+def myst_cells(d: dict, page: str, widgets: bool, note: str = '') -> tuple[dict, list[str]]:
+    """nbdev's processed notebook -> what myst-nb renders; returns (notebook, the headings that get anchors).
+
+    The frontmatter becomes the page title, Quarto directives become cell tags, `show_doc` output becomes a
+    markdown section one level below the section it stands in, plotly JSON becomes a div."""
+    import yaml
+    cells, headings, level, counter = [], [], 1, [0]
+    state = d.get('metadata', {}).get('widgets', {}).get(WIDGET_STATE_MIME, {}).get('state', {})
+    has_widget = False
+    for c in d['cells']:
+        src = c['source']
+        if c['cell_type'] == 'raw' and src.lstrip().startswith('---'):
+            fm = yaml.safe_load(src.strip().strip('-')) or {}
+            title = str(fm.get('title') or page)
+            desc = str(fm.get('description') or '')
+            cells.append(_md(f"# {title}\n" + (f"\n> {desc}\n" if desc else '') + (f"\n*{note}*\n" if note else '')))
+            headings.append(title)
+            continue
+        if c['cell_type'] == 'markdown':
+            found = _RE_HEADING.findall(src)
+            if found: level = len(found[-1][0])
+            headings += [h for _, h in found]
+            cells.append({**_md(src), **({'attachments': c['attachments']} if c.get('attachments') else {})})
+            continue
+        if c['cell_type'] != 'code': continue
+        d_, source = _directives(src)
+        if d_.get('include') == 'false': continue
+        tags = [t for t in c.get('metadata', {}).get('tags', []) if t != 'parameters']
+        if d_.get('echo') == 'false': tags.append('remove-input')
+        if d_.get('code-fold') in ('true', 'show'): tags.append('hide-input')
+        outputs = [] if d_.get('output') == 'false' else c.get('outputs', [])
+        keep = []
+
+        def code_cell():   # the source with the outputs gathered so far; later parts of the cell hide the source
+            _plotly_divs(keep, counter, page)
+            cells.append({'cell_type': 'code', 'metadata': {'tags': list(tags)} if tags else {}, 'source': source,
+                          'outputs': list(keep), 'execution_count': None})
+            keep.clear()
+            if 'remove-input' not in tags: tags.append('remove-input')
+        for o in outputs:
+            data = o.get('data', {})
+            if 'text/markdown' in data:   # show_doc, Markdown(): part of the page, as Quarto renders it
+                if keep or 'remove-input' not in tags: code_cell()
+                md = _source_below(re.sub(r'^---\s*$', '', data['text/markdown'], flags=re.M))   # no transition opens a section
+                found = _RE_HEADING.findall(md)
+                shift = level + 1 - min(len(h) for h, _ in found) if found else 0   # below the enclosing section
+                md = _RE_HEADING.sub(lambda m: '#' * max(1, min(len(m.group(1)) + shift, 6)) + ' ' + m.group(2), md)
+                headings += [h for _, h in _RE_HEADING.findall(md)]
+                cells.append(_md(md.strip()))
+                continue
+            if WIDGET_VIEW_MIME in data:
+                if widgets and data[WIDGET_VIEW_MIME].get('model_id') in state: has_widget = True
+                else: o = _widget_note()
+            keep.append(o)
+        if keep or (source.strip() and 'remove-input' not in tags): code_cell()
+    meta = {'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'},
+            'language_info': {'name': 'python'}}
+    if has_widget:   # Output widgets hold their own outputs (e.g. the explorer's figure)
+        for s in state.values(): _plotly_divs(s.get('state', {}).get('outputs') or [], counter, page)
+        meta['widgets'] = d['metadata']['widgets']
+    return {'cells': cells, 'metadata': meta, 'nbformat': 4, 'nbformat_minor': 5}, headings
 
 
-def _cell_classes(nb) -> None:
-    "Mark cells for postprocess through tags (nbconvert's lab template writes tags as classes celltag_<tag>)."
-    for c in nb.cells:
-        tags = list(c.metadata.get('tags', []))
-        if c.metadata.pop('site_hide_input', False): tags.append('site-hide-input')
-        fold = c.metadata.pop('site_fold', None)
-        if fold: tags.append('site-fold')
-        if tags: c.metadata['tags'] = tags
+# ----------------------------------------------------------------------------------------------------- links
+def anchor(text: str) -> str:
+    "The id docutils gives a section with this title (what a `page#id` link must name)."
+    from docutils.nodes import make_id
+    return make_id(re.sub(r'[`*]', '', text))
+
+
+class Links:
+    """Links written against notebooks, README.md or the published site (nbdev's links to exported names) ->
+    links between the site's pages. nbdev links every backticked name it knows, private helpers and undocumented
+    methods included; a name without an anchor on its page (nor on its module's API page) is left as plain code."""
+
+    def __init__(self, doc_url: str, git_url: str, pages: dict, anchors: dict, suffix: dict):
+        self.doc_url, self.git_url, self.pages, self.anchors = doc_url, git_url.rstrip('/'), pages, anchors
+        self.suffix = suffix   # page -> its source's suffix ('.ipynb' or '.md'): myst links name the source
+        self.unlinked: list[str] = []
+
+    def __call__(self, text: str, page: str) -> str:
+        return _RE_LINK.sub(lambda m: self._one(m.group(1), m.group(2), page), text)
+
+    def _one(self, label: str, url: str, page: str) -> str:
+        nbdev = url.startswith(self.doc_url)
+        if nbdev: url = url[len(self.doc_url):]
+        path, _, frag = url.partition('#')
+        if re.match(r'^[a-z][a-z0-9+.-]*:', path) or (not path and not frag): return f'{label}({url})'
+        if path and not label.startswith('!'):
+            doc = self.pages.get(Path(path).name)
+            if doc is None and not nbdev:   # another file of the repository: its page on the forge
+                return f'{label}({self.git_url}/blob/main/{os.path.normpath(path)})'
+        else: doc = self.pages.get(Path(path).name) if path else page
+        if doc is None and nbdev:
+            self.unlinked.append(f'{page}: {label}({url})')
+            return label[1:-1]
+        if doc is None: return f'{label}({url})'
+        if not frag: return f'{label}({doc}{self.suffix[doc]})'
+        ref = anchor(frag)
+        for target in (doc, f'api_{doc}') if nbdev else (doc,):
+            if ref in self.anchors.get(target, ()):
+                return f'{label}({"" if target == page else target + self.suffix[target]}#{ref})'
+        if not nbdev: return f'{label}({"" if doc == page else doc + self.suffix[doc]}#{ref})'   # Sphinx warns
+        self.unlinked.append(f'{page}: {label}({url})')
+        return label[1:-1]   # the bracketed text, i.e. the backticked name, without a link
+
+
+# --------------------------------------------------------------------------------------------------- other pages
+def api_page(lib: str, modname: str, has_notebook: bool, problems: list) -> tuple[str, list[str]]:
+    "Markdown for one exported module: every public name in `__all__`, with signature and docstring (show_doc)."
+    full = f'{lib}.{modname}'
+    try: mod = importlib.import_module(full)
+    except Exception as e:
+        problems.append(f"{full} does not import: {type(e).__name__}: {e}")
+        return f'# API: `{full}`\n\n`import {full}` failed: `{type(e).__name__}: {e}`\n', [f'API: {full}']
+    parts = []
+    for name in getattr(mod, '__all__', []):
+        obj = getattr(mod, name, None)
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
+        try:
+            parts.append(_show_doc_markdown(obj, name))
+            for mname, member in (obj.__dict__.items() if inspect.isclass(obj) else ()):
+                fn = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
+                if not mname.startswith('_') and inspect.isfunction(fn) and fn.__doc__:   # its own, not nn.Module's
+                    parts.append(_show_doc_markdown(fn, f'{name}.{mname}'))
+        except Exception as e:
+            problems.append(f"show_doc({full}.{name}) failed: {type(e).__name__}: {e}")
+    body = _source_below(re.sub(r'^---\s*$', '', '\n\n'.join(parts), flags=re.M))
+    body = _RE_HEADING.sub(lambda m: '## ' + m.group(2), body)
+    names = [h for _, h in _RE_HEADING.findall(body)]
+    summary = (inspect.getdoc(mod) or '').split('\n\n')[0]
+    intro = f'Generated from `{full}` (`__all__`).' + (
+        f' The [{modname} page]({modname}.html) has the same entries with prose and examples.' if has_notebook else '')
+    return (f'# API: `{full}`\n\n' + (f'> {summary}\n\n' if summary else '') + intro + '\n\n' +
+            (body or '(no public functions or classes)') + '\n'), [f'API: {full}'] + names
+
+
+def readme_page(readme: Path) -> tuple[str, list[str]]:
+    text = readme.read_text()
+    m = re.match(r'^#\s+(.+?)\n', text)
+    title = f'Getting started with {m.group(1).strip()}' if m else 'Getting started'
+    body = text[m.end():] if m else text
+    return f'# {title}\n{body}', [title] + [h for _, h in _RE_HEADING.findall(body)]
+
+
+def toctree(caption: str, docs: Sequence[str]) -> str:
+    return f'```{{toctree}}\n:caption: {caption}\n:hidden:\n\n' + '\n'.join(docs) + '\n```'
 
 
 # ---------------------------------------------------------------------------------------------------------- build
-def markdown_notebook(markdown_cells: Sequence[str]):
-    import nbformat
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell(m) for m in markdown_cells]
-    return nb
-
-
-def readme_page(readme: Path) -> Page:
-    text = readme.read_text()
-    m = re.match(r'^#\s+(.+?)\n+((?:>.*\n?)+)?', text)
-    title = m.group(1).strip() if m else 'Getting started'
-    desc = re.sub(r'^>\s?', '', m.group(2), flags=re.M).replace('\n', ' ').strip() if m and m.group(2) else ''
-    body = text[m.end():] if m else text
-    page = Page('getting_started.html', 'Get started', 'Getting started', 'README.md',
-                title=f'Getting started with {title}', description=desc)
-    page.nb = markdown_notebook([body])
-    return page
-
-
-def copy_readme_images(out: Path) -> None:
-    "Local images the README shows (e.g. docs/explorer.png) go into the site at the same relative path."
-    readme = REPO / 'README.md'
-    for ref in re.findall(r'!\[[^\]]*\]\(([^)\s]+)\)', readme.read_text() if readme.exists() else ''):
-        src = REPO / ref
-        if not re.match(r'\w+://', ref) and src.is_file():
-            (out / ref).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out / ref)
-
-
-def api_pages(lib: str, problems: list) -> list[Page]:
-    "One page per exported module: every public name with its signature and docstring (nbdev's show_doc)."
-    import inspect
-    pages = []
-    for py in sorted((REPO / lib).glob('*.py')):
-        if py.stem.startswith('_'): continue
-        modname = f'{lib}.{py.stem}'
-        page = Page(f'api_{py.stem}.html', 'API reference', py.stem, str(py.relative_to(REPO)),
-                    title=f'API: {modname}')
-        try:
-            mod = importlib.import_module(modname)
-        except Exception as e:
-            problems.append(f"{modname} does not import: {type(e).__name__}: {e}")
-            page.nb = markdown_notebook([f'`import {modname}` failed: `{type(e).__name__}: {e}`'])
-            pages.append(page); continue
-        page.description = (inspect.getdoc(mod) or '').split('\n\n')[0]
-        cells = []
-        for name in getattr(mod, '__all__', []):
-            obj = getattr(mod, name, None)
-            if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
-            try:
-                cells.append(_show_doc_markdown(obj, name))
-                if inspect.isclass(obj):
-                    for mname, member in obj.__dict__.items():
-                        if mname.startswith('_'): continue
-                        fn = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
-                        if inspect.isfunction(fn) and fn.__doc__:   # its own docstring, not nn.Module's
-                            cells.append(_show_doc_markdown(fn, f'{name}.{mname}'))
-            except Exception as e:
-                problems.append(f"show_doc({modname}.{name}) failed: {type(e).__name__}: {e}")
-        names = re.findall(r'^### (.+)$', '\n'.join(cells), re.M)
-        toc = ' · '.join(f'[`{n}`](#{pandoc_id(n)})' for n in names)
-        has_page = any(_strip_number(p.stem) == py.stem for p in find_notebooks(REPO / 'nbs'))
-        intro = f'Generated from `{modname}` (`__all__`).' + (
-            f' The [{py.stem} page]({py.stem}.html) has the same entries with prose and examples.' if has_page else '')
-        page.nb = markdown_notebook([f'{intro}\n\n{toc}'] + cells if cells else ['(no public functions or classes)'])
-        pages.append(page)
-    return pages
-
-
-def _inline_markdown(text: str) -> str:
-    "Title/description text with `code` as <code>, everything else escaped."
-    parts = re.split(r'`([^`]+)`', text)
-    return ''.join(f'<code>{html.escape(p)}</code>' if i % 2 else html.escape(p) for i, p in enumerate(parts))
-
-
-def executed_results_page(src: Path) -> Path:
-    "results/speed only read the committed data/results files: execute them (seconds) so their pages show tables and figures."
-    import papermill as pm, tempfile
-    out = Path(tempfile.mkdtemp(prefix='taylormlp-docs-')) / src.name
-    log(f'executing {src.relative_to(REPO)} (reads data/results)')
-    pm.execute_notebook(str(src), str(out), kernel_name='python3', cwd=str(src.parent), progress_bar=False)
-    return out
-
-
 def build(out: Path = REPO / 'site', nbs: Path = REPO / 'nbs', runs: Optional[Path] = None,
           extra: Sequence[Path] = (), fetch: bool = True, api: bool = True, execute_results: bool = True) -> dict:
-    """Build the site into `out`; returns {'pages': [...], 'problems': [...], 'widgets': bool, 'katex': bool}.
+    """Build the site into `out`; returns {'pages', 'problems', 'warnings', 'unlinked', 'widgets', 'katex', 'out'}.
 
     runs: a run folder whose `notebooks/` hold executed copies of notebooks in `nbs` (used instead of them).
     extra: more (executed) notebooks to add as pages, in a 'More notebooks' section.
     fetch: allow `npm pack` for html-manager/KaTeX when they are not cached yet.
-    execute_results: execute results/speed (they read committed JSON) when no run folder has executed copies."""
-    from traitlets.config import Config
-    from nbconvert import HTMLExporter
+    execute_results: execute results/speed (they read committed JSON) when no run folder has executed copies.
+    problems: what failed, Sphinx's warnings included (any of them fails `main`)."""
+    from sphinx.cmd.build import build_main
     t0 = time.perf_counter()
-    lib, doc_url, _ = _lib()
+    cfg = _config()
+    lib, git_url = cfg.lib_name, cfg.git_url
+    doc_url = f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl.rstrip('/')}/"
     if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
     problems: list[str] = []
     html_manager, katex = npm_asset('html-manager', fetch), npm_asset('katex', fetch)
     if html_manager is None: log('widgets: html-manager unavailable, widget outputs become a note')
     if katex is None: log('math: KaTeX unavailable, math stays as TeX source')
+    tmp = Path(tempfile.mkdtemp(prefix='taylormlp-docs-'))
+    src_dir = tmp / 'src'
+    src_dir.mkdir()
 
-    pages: list[Page] = []
-    page_links = {'README.md': 'getting_started.html'}   # links written against notebooks/README -> their pages
+    # 1. the notebooks, processed; `sections` is the navigation: every notebook found, in find_notebooks' order
     run_nbs = runs / 'notebooks' if runs else None
+    docs, anchors, pages, sections = {}, {}, {'README.md': 'getting_started'}, {}
     sources = [(p, 'nbs') for p in find_notebooks(nbs)] + [(Path(p), 'extra') for p in extra]
     for src, kind in sources:
         used = run_nbs / src.name if kind == 'nbs' and run_nbs and (run_nbs / src.name).exists() else src
         if used == src and kind == 'nbs' and src.stem in ('results', 'speed') and execute_results:
-            try: used = executed_results_page(src)
+            try: used = execute_results_page(src, tmp / src.name)
             except Exception as e: problems.append(f"{src.name} did not execute: {str(e).strip().splitlines()[-1:]}")
-        nb, fm = nbdev_process(used, lib, problems)
-        stem = src.stem
-        href = 'index.html' if stem == 'index' and kind == 'nbs' else str(fm.get('output-file') or
-                                                                          _strip_number(stem) + '.html')
-        title = str(fm.get('title') or stem)
-        if kind == 'extra': section = 'More notebooks'
-        elif stem == 'index': section = 'Get started'
-        elif re.match(r'^\d', stem): section = 'Stages'
-        elif stem in ('results', 'speed'): section = 'Results'
-        else: section = 'More notebooks'
-        page_links[src.name] = href
-        label = 'Home' if href == 'index.html' else _label(title, stem)
-        executed_here = not used.resolve().is_relative_to(REPO)
-        note = (f"Executed notebook: {'nbs/' + src.name + ' (executed for this build)' if executed_here else os.path.relpath(used, REPO)}"
-                if used != src and kind == 'nbs' else
-                'Notebook as committed (not executed): build with --execute to show the outputs of a run.'
-                if section == 'Stages' and not any(c.get('outputs') for c in nb.cells if c.cell_type == 'code') else '')
-        shown = f'nbs/{src.name}, executed' if executed_here else os.path.relpath(used, REPO)
-        pages.append(Page(href, section, label, shown, nb, title,
-                          str(fm.get('description') or ''), note))
-    if (REPO / 'README.md').exists():
-        pages.insert(1 if pages and pages[0].href == 'index.html' else 0, readme_page(REPO / 'README.md'))
-    if api: pages += api_pages(lib, problems)
-    hrefs = [p.href for p in pages]
-    dup = {h for h in hrefs if hrefs.count(h) > 1}
-    if dup: raise ValueError(f"Two notebooks map to the same page {sorted(dup)}: rename one of them.")
+        doc = 'index' if src.stem == 'index' and kind == 'nbs' else _strip_number(src.stem)
+        if doc in docs: raise ValueError(f"Two notebooks map to the page {doc}.html: rename one of them.")
+        executed = used != src and kind == 'nbs'
+        has_outputs = any(c.get('outputs') for c in json.loads(used.read_text())['cells'] if c['cell_type'] == 'code')
+        note = ('' if executed or doc == 'index' or not re.match(r'^\d', src.stem) or has_outputs else
+                'Notebook as committed (not executed): build with `--execute` to show the outputs of a run.')
+        docs[doc], anchors[doc] = myst_cells(nbdev_process(used, lib, problems), doc, html_manager is not None, note)
+        pages[src.name] = pages[f'{doc}.html'] = doc   # nbdev links to the page, notebooks to the source
+        section = ('More notebooks' if kind == 'extra' else 'Stages' if re.match(r'^\d', src.stem) else
+                   'Results' if src.stem in ('results', 'speed') else None if doc == 'index' else 'More notebooks')
+        short = re.sub(r'[`*]', '', anchors[doc][0].split(':')[0]).strip() if anchors[doc] else doc
+        num = re.match(r'^(\d+[a-z]?)_', src.stem)
+        if section: sections.setdefault(section, []).append(f"{num.group(1) + ' · ' if num else ''}{short} <{doc}>")
 
-    nav = [{'title': s, 'pages': [{'href': p.href, 'label': p.label} for p in pages if p.section == s]}
-           for s in SECTIONS if any(p.section == s for p in pages)]
+    # 2. the markdown pages: getting started (README) and one API page per exported module
+    md_pages = {}
+    if (REPO / 'README.md').exists(): md_pages['getting_started'], anchors['getting_started'] = readme_page(REPO / 'README.md')
+    if api:
+        for py in sorted((REPO / lib).glob('*.py')):
+            if py.stem.startswith('_'): continue
+            md_pages[f'api_{py.stem}'], anchors[f'api_{py.stem}'] = api_page(lib, py.stem, py.stem in docs, problems)
+    anchors = {k: {anchor(h) for h in v} for k, v in anchors.items()}
 
-    c = Config()
-    c.HTMLExporter.extra_template_basedirs = [str(DOCS / 'templates')]
-    c.HTMLExporter.template_name = 'site'
-    c.HTMLExporter.exclude_input_prompt = True
-    c.HTMLExporter.exclude_output_prompt = True
-    exporter = HTMLExporter(config=c)
+    # 3. links between pages, then the sources Sphinx reads
+    links = Links(doc_url, git_url, pages, anchors, {**{d: '.ipynb' for d in docs}, **{d: '.md' for d in md_pages}})
+    for doc, nb in docs.items():
+        for c in nb['cells']:
+            if c['cell_type'] == 'markdown': c['source'] = links(c['source'], doc)
+    for doc in md_pages: md_pages[doc] = links(md_pages[doc], doc)
+    nav = [('Get started', ['getting_started'] if 'getting_started' in md_pages else []),
+           *[(s, sections[s]) for s in ('Stages', 'Results', 'More notebooks') if s in sections],
+           ('API reference', [f'{d[4:]} <{d}>' for d in md_pages if d.startswith('api_')])]
+    if 'index' not in docs: raise FileNotFoundError(f"{nbs / 'index.ipynb'} is missing: it is the home page.")
+    docs['index']['cells'].append(_md('\n\n'.join(toctree(s, d) for s, d in nav if d)))
+    import nbformat
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # cell ids: nbformat adds missing ones
+        for doc, nb in docs.items():
+            node = nbformat.from_dict(nb)
+            nbformat.validator.normalize(node)
+            nbformat.write(node, src_dir / f'{doc}.ipynb')
+    for doc, text in md_pages.items(): (src_dir / f'{doc}.md').write_text(text, encoding='utf-8')
+    readme = (REPO / 'README.md').read_text() if (REPO / 'README.md').exists() else ''
+    for ref in re.findall(r'!\[[^\]]*\]\(([^)\s]+)\)', readme):   # local images the README shows
+        if not re.match(r'\w+://', ref) and (REPO / ref).is_file():
+            (src_dir / ref).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / ref, src_dir / ref)
+    write_static(src_dir / '_static', html_manager, katex)
+    shutil.copy2(DOCS / 'conf.py', src_dir / 'conf.py')
+    (src_dir / 'site.json').write_text(json.dumps({'project': lib, 'description': cfg.get('description', ''),
+                                                   'katex': katex is not None, 'widgets': html_manager is not None}))
 
+    # 4. Sphinx
     if out.exists(): shutil.rmtree(out)
-    out.mkdir(parents=True)
-    write_assets(out, html_manager, katex)
-    copy_readme_images(out)
-    with open(out / '.nojekyll', 'w'): pass
-    rendered = {}
-    for page in pages:
-        page_id = Path(page.href).stem
-        flags = transform(page.nb, page_id, widgets=html_manager is not None)
-        _cell_classes(page.nb)
-        site = dict(project=lib, tagline=_lib_description(), nav=nav, current=page.href, plotly=flags['plotly'],
-                    widgets=flags['widgets'], katex=katex is not None, title_id=pandoc_id(page.title),
-                    title_html=_inline_markdown(page.title), description_html=_inline_markdown(page.description),
-                    source=page.source, source_note=page.note)
-        body, _ = exporter.from_notebook_node(page.nb, resources={'site': site, 'metadata': {'name': page.title}})
-        rendered[page.href] = postprocess(_fold_classes(body), page_links, doc_url)
-    for href, (body, _, links) in rendered.items():
-        (out / href).write_text(_fix_anchors(href, body, links, rendered), encoding='utf-8')
-    log(f"{len(pages)} pages in {out} ({time.perf_counter() - t0:.1f} s)")
+    warn_file = tmp / 'warnings.txt'
+    from sphinx.deprecation import RemovedInSphinx11Warning
+    with warnings.catch_warnings():   # myst-parser 5.2 still uses an API Sphinx 11 removes (one warning per reference)
+        warnings.simplefilter('ignore', RemovedInSphinx11Warning)
+        code = build_main(['-b', 'html', '-q', '-w', str(warn_file), '-d', str(tmp / 'doctrees'), str(src_dir), str(out)])
+    sphinx_warnings = [l.replace(str(src_dir) + '/', '') for l in
+                       (warn_file.read_text().splitlines() if warn_file.exists() else []) if l.strip()]
+    problems += [f'sphinx: {w}' for w in sphinx_warnings]
+    if code: problems.append(f'sphinx-build exited with {code}')
+    (out / '.nojekyll').touch()
+    shutil.rmtree(tmp, ignore_errors=True)
+    built = [f'{d}.html' for d in list(docs) + list(md_pages)]
+    log(f"{len(built)} pages in {out} ({time.perf_counter() - t0:.1f} s); {len(links.unlinked)} links to names "
+        f"without an anchor left as code")
     for p in problems: log(f"problem: {p}")
-    return {'pages': [p.href for p in pages], 'problems': problems, 'widgets': html_manager is not None,
-            'katex': katex is not None, 'out': out}
-
-
-def _fix_anchors(href: str, body: str, links: set, rendered: dict) -> str:
-    """Links to an anchor a page does not have: to the API page that has it, else to the page itself.
-
-    nbdev links every backticked name it knows, private helpers and undocumented methods included, but only
-    documented names get a heading (Quarto then lands at the top of the page, as this does)."""
-    for link in links:
-        page, _, frag = link.partition('#')
-        if not frag or page not in rendered or frag in rendered[page][1]: continue
-        api = f'api_{Path(page).stem}.html'
-        new = f'{api}#{frag}' if api in rendered and frag in rendered[api][1] else page
-        log(f"{href}: link {link} has no such anchor (undocumented or private name): it points to {new}")
-        body = body.replace(f'href="{link}"', f'href="{new}"')
-    return body
-
-
-def _fold_classes(body: str) -> str:
-    "celltag_site-fold / celltag_site-hide-input (from the lab template) -> the classes postprocess looks for."
-    return body.replace('celltag_site-fold', 'site-fold').replace('celltag_site-hide-input', 'site-hide-input')
-
-
-def _lib_description() -> str:
-    from nbdev.config import get_config
-    return get_config(path=REPO).get('description', '')
+    return {'pages': built, 'problems': problems, 'warnings': sphinx_warnings, 'unlinked': links.unlinked,
+            'widgets': html_manager is not None, 'katex': katex is not None, 'out': out}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
