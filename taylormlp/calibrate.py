@@ -232,7 +232,7 @@ def calibrate_output(model: nn.Module, replacements: dict, batches: Sequence, lo
     """Tune all `replacements` {site: module} at once so the model's output (`forward(model, batch)`) matches the dense
     model's on `batches` (label-free distillation); tables written back in place. Resumes from `checkpoint`."""
     from taylormlp.adapt import swapped
-    from tqdm.auto import tqdm
+    from taylormlp.data import progress_bar
     _check_inputs(model, replacements, batches, 'output', loss, steps, lr)
     root = model if root is None else root
     model.eval()
@@ -257,8 +257,8 @@ def calibrate_output(model: nn.Module, replacements: dict, batches: Sequence, lo
     save = lambda: ckpt.save(dict(step=step, curve=curve, start_value=start_value, optimiser=opt.state_dict(),
                                   tables={n: t.state() for n, t in trainables.items()}))
     t0, end = time.perf_counter(), steps if stop_after is None else min(steps, step + stop_after)
-    bar = tqdm(total=steps, initial=step, desc=f'calibrate {len(trainables)} sites ({loss} on the output)',
-               disable=not progress, unit='step')
+    bar = progress_bar(None, progress, total=steps, initial=step, unit='step',
+                       desc=f'calibrate {len(trainables)} sites ({loss} on the output)')
     with _Frozen(model), swapped(root, trainables):
         while step < end:
             b = _pick_batch(seed, 0, step, len(batches))
@@ -337,7 +337,7 @@ def calibrate_window(model: nn.Module, replacements: dict, batches: Sequence, wi
     layers downstream matches the dense model's, with the earlier sites already replaced and tuned (`steps` each).
     Memory: the dense targets and one site's inputs are kept, about (sites + 1) x items x tokens x width x 4 bytes."""
     from taylormlp.adapt import swapped
-    from tqdm.auto import tqdm
+    from taylormlp.data import progress_bar
     _check_inputs(model, replacements, batches, 'window', 'mse', steps, lr)
     if window < 1: raise ValueError(f"window={window}: pass at least 1 (the layer that holds the site).")
     root = model if root is None else root
@@ -360,8 +360,8 @@ def calibrate_window(model: nn.Module, replacements: dict, batches: Sequence, wi
     probe = list(range(min(eval_batches, len(batches))))
     t0, budget = time.perf_counter(), math.inf if stop_after is None else stop_after
     for n, s in state['done'].items(): trainables[n].load_state(s); trainables[n].write_back()
-    bar = tqdm(total=steps * len(sites), initial=steps * len(state['done']) + state['step'], unit='step',
-               desc=f'calibrate {len(sites)} sites (window of {window} layers)', disable=not progress)
+    bar = progress_bar(None, progress, total=steps * len(sites), initial=steps * len(state['done']) + state['step'],
+                       unit='step', desc=f'calibrate {len(sites)} sites (window of {window} layers)')
     for i, n in enumerate(sites):
         if n in state['done']: continue
         li = stack.index(layer[n])
