@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_calibrate.ipynb #3df6ad8a
 from __future__ import annotations
-import copy, hashlib, json, math, os, time
+import copy, hashlib, json, math, time
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
+from .data import atomic_write
 from .taylor import TaylorMLP, nearest
 from .variants import LowRankTaylorMLP
 
@@ -166,10 +167,7 @@ class Checkpoint:
 
     def save(self, state: dict) -> None:
         if self.path is None: return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f'.{self.path.name}.{os.getpid()}.tmp')
-        torch.save({**state, 'settings': self.settings}, tmp)
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as tmp: torch.save({**state, 'settings': self.settings}, tmp)
 
 def _fingerprint(trainables: dict) -> str:
     h = hashlib.sha256()
